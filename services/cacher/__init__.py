@@ -1,0 +1,1 @@
+"""The cacher: consumes cache jobs and commits verified content to storage."""

@@ -1,0 +1,164 @@
+"""Where a blob or manifest is committed: the handler of one cache job.
+
+Idempotent: content already stored is only linked. Ordering: bytes, verified, before any
+link (revision, tag, layer) that points at them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..common.oci import Digest
+from ..common.queue import CacheJob, JobKind, JobQueue
+from ..common.routing import Route, Router
+from ..common.storage import DigestMismatch, ManifestRecord, RegistryStorage
+from ..common.upstream import UpstreamError
+from ..common.upstream.client import UpstreamClient, UpstreamCorrupt, accept_header
+from ..common.upstream.pool import UpstreamPool, first_answer
+
+log = logging.getLogger("simple_registry.cacher")
+
+# Another cacher holds the fetch lock of this digest for at most this long.
+FETCH_LOCK_SECS = 15 * 60
+
+
+class JobDeferred(Exception):
+    """Not a failure: try again shortly (another cacher is fetching the same digest)."""
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (the job names a repository that is no longer configured...)."""
+
+
+class JobHandler:
+    def __init__(
+        self,
+        storage: RegistryStorage,
+        upstreams: UpstreamPool,
+        router: Router,
+        queue: JobQueue,
+        max_manifest_size: int,
+        max_blob_size: int | None,
+    ):
+        self.storage = storage
+        self.upstreams = upstreams
+        self.router = router
+        self.queue = queue
+        self.max_manifest_size = max_manifest_size
+        self.max_blob_size = max_blob_size
+
+    async def handle(self, job: CacheJob) -> str:
+        """Persist the job's content; returns the outcome ("stored" or "already-stored")."""
+        try:
+            digest = Digest.parse(job.digest)
+            route = self.router.route_for(job.repository, job.remote_name)
+        except Exception as error:
+            raise PermanentJobError(f"invalid job: {error}") from error
+        if job.kind is JobKind.MANIFEST:
+            return await self._manifest(job, route, digest)
+        return await self._blob(job, route, digest)
+
+    def _clients(self, route: Route) -> list[UpstreamClient]:
+        return self.upstreams.clients(route.repository.name)
+
+    async def _manifest(self, job: CacheJob, route: Route, digest: Digest) -> str:
+        outcome = "already-stored"
+        info = await self.storage.blob_info(digest)
+        if info is None:
+            data = job.data
+            media_type = job.media_type
+            if data is None:
+                fetched = await first_answer(
+                    self._clients(route),
+                    lambda c: c.get_manifest(
+                        route.upstream_name(c.settings),
+                        str(digest),
+                        accept_header(),
+                        self.max_manifest_size,
+                    ),
+                )
+                data, media_type = fetched.data, media_type or fetched.media_type
+            try:
+                await self.storage.put_blob_bytes(digest, data)
+            except DigestMismatch as error:
+                raise UpstreamCorrupt(route.repository.name, str(error)) from error
+            size = len(data)
+            outcome = "stored"
+        else:
+            size = info.size
+        record = ManifestRecord(
+            digest=str(digest),
+            media_type=media_type if info is None else (job.media_type or ""),
+            size=size,
+            updated_at=job.enqueued_at,
+        )
+        if not record.media_type:
+            raise PermanentJobError("manifest job without a media type")
+        await self.storage.put_revision(route.storage_name, record)
+        if job.tag is not None:
+            await self.storage.put_tag(route.storage_name, job.tag, record)
+        return outcome
+
+    async def _blob(self, job: CacheJob, route: Route, digest: Digest) -> str:
+        outcome = "already-stored"
+        info = await self.storage.blob_info(digest)
+        if info is None:
+            if job.data is not None:
+                try:
+                    await self.storage.put_blob_bytes(digest, job.data)
+                except DigestMismatch as error:
+                    raise UpstreamCorrupt(route.repository.name, str(error)) from error
+            else:
+                await self._fetch_blob(route, digest)
+            info = await self.storage.blob_info(digest)
+            if info is None:
+                raise RuntimeError(f"blob {digest} not visible after commit")
+            outcome = "stored"
+        await self.storage.put_layer_link(route.storage_name, digest, info.size)
+        return outcome
+
+    async def _fetch_blob(self, route: Route, digest: Digest) -> None:
+        lock = f"fetch:{digest}"
+        if not await self.queue.try_lock(lock, FETCH_LOCK_SECS):
+            raise JobDeferred(f"{digest} is being fetched by another cacher")
+        started = time.monotonic()
+        try:
+            download = await first_answer(
+                self._clients(route),
+                lambda c: c.open_blob(route.upstream_name(c.settings), str(digest)),
+            )
+            async with download:
+                if self.max_blob_size is not None and (download.size or 0) > self.max_blob_size:
+                    raise PermanentJobError(f"blob of {download.size} bytes exceeds max_blob_size")
+                async with await self.storage.blob_writer(digest, self.max_blob_size) as writer:
+                    async for chunk in download.chunks():
+                        await writer.write(chunk)
+                    try:
+                        await writer.commit()
+                    except DigestMismatch as error:
+                        log.error(
+                            "upstream blob digest mismatch name=%s expected=%s actual=%s: not cached",
+                            route.storage_name,
+                            error.expected,
+                            error.actual,
+                        )
+                        raise UpstreamCorrupt(download_host(route), str(error)) from error
+            log.info(
+                "cached blob name=%s digest=%s bytes=%d duration_ms=%.1f",
+                route.storage_name,
+                digest,
+                download.bytes_read,
+                (time.monotonic() - started) * 1000,
+            )
+        except ValueError as error:  # the size limit, hit while streaming
+            raise PermanentJobError(str(error)) from error
+        finally:
+            await self.queue.unlock(lock)
+
+
+def download_host(route: Route) -> str:
+    return route.repository.upstreams[0].host if route.repository.upstreams else "-"
+
+
+__all__ = ["JobDeferred", "JobHandler", "PermanentJobError", "UpstreamError"]

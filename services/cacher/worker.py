@@ -1,0 +1,186 @@
+"""The cacher's loop: reserve jobs, run up to `max_concurrent_cache_jobs` at once, ack,
+retry with exponential backoff, dead-letter after the last attempt.
+
+Stop (SIGTERM): no new jobs are reserved; running jobs get `drain_secs` to finish, the rest
+are cancelled and stay pending in the queue, to be claimed again (at least once delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+
+from ..common.queue import Delivery, JobQueue, QueueUnavailable
+from ..common.runtime import Runtime
+from ..common.upstream import UpstreamError
+from .persist import JobDeferred, JobHandler, PermanentJobError
+
+log = logging.getLogger("simple_registry.cacher")
+
+DEFERRED_DELAY_SECS = 2.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{id(object()):x}-{random.getrandbits(24):06x}"
+
+
+class Cacher:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int | None = None,
+        max_attempts: int | None = None,
+        backoff_secs: float | None = None,
+        backoff_max_secs: float | None = None,
+    ):
+        settings = runtime.settings
+        queue_settings = settings.queue
+        self.queue: JobQueue = runtime.queue
+        self.handler = JobHandler(
+            runtime.storage,
+            runtime.upstreams,
+            runtime.router,
+            runtime.queue,
+            settings.global_.max_manifest_size,
+            settings.global_.max_blob_size,
+        )
+        self.concurrency = concurrency or settings.global_.max_concurrent_cache_jobs
+        self.max_attempts = max_attempts or (queue_settings.max_attempts if queue_settings else 5)
+        self.backoff_secs = backoff_secs or (
+            queue_settings.retry_backoff_secs if queue_settings else 1.0
+        )
+        self.backoff_max_secs = backoff_max_secs or (
+            queue_settings.retry_backoff_max_secs if queue_settings else 60.0
+        )
+        self.consumer = consumer_name()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.outcomes: dict[str, int] = {}
+
+    async def run(self, stop: asyncio.Event, drain_secs: float = 30.0) -> None:
+        log.info(
+            "cacher started consumer=%s concurrency=%d queue=%s",
+            self.consumer,
+            self.concurrency,
+            self.queue.kind,
+        )
+        reconnect_delay = 0.5
+        while not stop.is_set():
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                deliveries = await self.queue.reserve(self.consumer, free, block_secs=1.0)
+            except QueueUnavailable as error:
+                log.warning(
+                    "cacher cannot reach the queue (%s); retrying in %.1fs", error, reconnect_delay
+                )
+                await _sleep_unless(stop, reconnect_delay)
+                reconnect_delay = min(reconnect_delay * 2, 30.0)
+                continue
+            reconnect_delay = 0.5
+            for delivery in deliveries:
+                task = asyncio.create_task(self._process(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        await self._drain(drain_secs)
+        log.info("cacher stopped consumer=%s outcomes=%s", self.consumer, self.outcomes)
+
+    async def _drain(self, drain_secs: float) -> None:
+        if not self._tasks:
+            return
+        log.info("cacher draining %d running jobs (up to %.0fs)", len(self._tasks), drain_secs)
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=drain_secs)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Cancelled jobs stay pending in the queue and are claimed again later.
+            await asyncio.wait(pending)
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    async def _process(self, delivery: Delivery) -> None:
+        job = delivery.job
+        if job is None:
+            self._count("dead-lettered")
+            await self._safely(
+                self.queue.dead_letter(delivery, delivery.raw_error or "undecodable job")
+            )
+            return
+        started = time.monotonic()
+        try:
+            outcome = await self.handler.handle(job)
+        except asyncio.CancelledError:
+            raise
+        except JobDeferred as deferred:
+            log.debug("job deferred digest=%s: %s", job.digest, deferred)
+            await self._safely(self.queue.retry(delivery, job, DEFERRED_DELAY_SECS))
+            return
+        except PermanentJobError as error:
+            log.error("job failed permanently kind=%s digest=%s: %s", job.kind, job.digest, error)
+            self._count("dead-lettered")
+            await self._safely(self.queue.dead_letter(delivery, str(error)))
+            return
+        except Exception as error:
+            await self._failed(delivery, error)
+            return
+        self._count(outcome)
+        log.info(
+            "job done kind=%s name=%s digest=%s outcome=%s attempt=%d duration_ms=%.1f",
+            job.kind,
+            job.storage_name,
+            job.digest,
+            outcome,
+            job.attempt,
+            (time.monotonic() - started) * 1000,
+        )
+        await self._safely(self.queue.ack(delivery))
+
+    async def _failed(self, delivery: Delivery, error: Exception) -> None:
+        job = delivery.job
+        assert job is not None
+        reason = (
+            str(error) if isinstance(error, UpstreamError) else f"{type(error).__name__}: {error}"
+        )
+        attempts = job.attempt + 1
+        if attempts >= self.max_attempts:
+            log.error(
+                "job dead-lettered kind=%s digest=%s after %d attempts: %s",
+                job.kind,
+                job.digest,
+                attempts,
+                reason,
+            )
+            self._count("dead-lettered")
+            await self._safely(self.queue.dead_letter(delivery, reason))
+            return
+        delay = min(self.backoff_secs * 2**job.attempt, self.backoff_max_secs)
+        delay *= random.uniform(0.8, 1.2)
+        log.warning(
+            "job failed kind=%s digest=%s attempt=%d retry_in=%.1fs: %s",
+            job.kind,
+            job.digest,
+            attempts,
+            delay,
+            reason,
+        )
+        self._count("retried")
+        await self._safely(self.queue.retry(delivery, job.next_attempt(reason), delay))
+
+    async def _safely(self, operation: object) -> None:
+        try:
+            await operation  # type: ignore[misc]
+        except QueueUnavailable as error:
+            # The job stays pending and is claimed again once the queue is back.
+            log.warning("queue unavailable while finishing a job: %s", error)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,124 @@
+"""The command line: `simple-registry -c config.toml {server,frontend,cacher}`.
+
+- `server`: all in one process, frontend plus an embedded cacher (in-process queue unless
+  `[queue.redis]` is configured);
+- `frontend`: the stateless HTTP service only (needs Redis and shared storage);
+- `cacher`: the job consumer only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .cacher.service import embedded_cacher
+from .cacher.worker import Cacher
+from .common.config import ConfigError, Settings, load_settings
+from .common.logs import ACCESS_LOG_FORMAT, configure_logging
+from .common.runtime import open_runtime
+from .frontend.app import create_app
+
+log = logging.getLogger("simple_registry")
+
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="simple-registry", description="A pull-through caching OCI registry."
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        type=Path,
+        help="TOML configuration file; repeat to merge several (later files win)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("server", help="frontend and cacher in one process")
+    commands.add_parser("frontend", help="the HTTP frontend only (Redis queue, shared storage)")
+    commands.add_parser("cacher", help="the cache job consumer only")
+    commands.add_parser("check-config", help="load the configuration, report problems, exit")
+    return parser.parse_args(argv)
+
+
+def load(paths: list[Path]) -> Settings:
+    settings = load_settings(paths)
+    for key in settings.unknown_keys:
+        log.warning("unknown configuration key %s (ignored; check for a typo)", key)
+    for key in settings.ignored_keys:
+        log.warning("configuration key %s is not used by a pull-through mirror (ignored)", key)
+    return settings
+
+
+def check_split_mode(settings: Settings, command: str) -> None:
+    if settings.queue is None:
+        raise ConfigError(
+            "queue.redis",
+            None,
+            f"a [queue.redis] table: `{command}` runs as a separate process and needs a shared "
+            "Redis queue (use `server` for all in one process)",
+        )
+
+
+def run_server(settings: Settings, with_cacher: bool) -> None:
+    app = create_app(settings)
+    if with_cacher:
+        app.cleanup_ctx.append(embedded_cacher)
+    web.run_app(
+        app,
+        host=settings.server.bind_address,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.drain_timeout_secs,
+        access_log=logging.getLogger("simple_registry.access"),
+        access_log_format=ACCESS_LOG_FORMAT,
+        print=lambda message: log.info(
+            "listening on %s:%d", settings.server.bind_address, settings.server.port
+        ),
+    )
+
+
+async def run_cacher(settings: Settings) -> None:
+    runtime = await open_runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await Cacher(runtime).run(stop, settings.server.drain_timeout_secs)
+    finally:
+        await runtime.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    paths = args.config or [Path("config.toml")]
+    try:
+        settings = load(paths)
+        if args.command in ("frontend", "cacher"):
+            check_split_mode(settings, args.command)
+    except ConfigError as error:
+        print(f"simple-registry: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print("configuration OK")
+        return 0
+    if args.command == "cacher":
+        asyncio.run(run_cacher(settings))
+        return 0
+    run_server(settings, with_cacher=args.command == "server")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

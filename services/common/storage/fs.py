@@ -1,0 +1,206 @@
+"""Filesystem object store: keys are relative paths under `root_dir`.
+
+Crash safety: every object is written to a temp file in the destination folder, flushed
+(and fsynced when `sync_to_disk`), then renamed over its key; a crash leaves at most a temp
+file, which listing skips and `sweep_temp_files` removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .objects import ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
+
+# "~" appears in no tag, digest or name, so a temp file never looks like a key.
+TEMP_MARKER = "~tmp~"
+_WRITE_BUFFER = 1024 * 1024
+_READ_CHUNK = 256 * 1024
+
+
+def _is_temp(name: str) -> bool:
+    return TEMP_MARKER in name
+
+
+class FsObjectWriter(ObjectWriter):
+    def __init__(self, store: FsObjectStore, final: Path):
+        self._store = store
+        self._final = final
+        self._temp = final.with_name(f"{final.name}{TEMP_MARKER}{uuid.uuid4().hex}")
+        self._file: BinaryIO | None = None
+        self._buffer = bytearray()
+
+    async def _ensure_open(self) -> BinaryIO:
+        if self._file is None:
+            self._file = await asyncio.to_thread(self._open)
+        return self._file
+
+    def _open(self) -> BinaryIO:
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        return open(self._temp, "xb")
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= _WRITE_BUFFER:
+            await self._flush_buffer()
+
+    async def _flush_buffer(self) -> None:
+        file = await self._ensure_open()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        await asyncio.to_thread(file.write, data)
+
+    async def commit(self) -> None:
+        await self._flush_buffer()
+        file = await self._ensure_open()
+        await asyncio.to_thread(self._finish, file)
+        self._file = None
+
+    def _finish(self, file: BinaryIO) -> None:
+        file.flush()
+        if self._store.sync_to_disk:
+            os.fsync(file.fileno())
+        file.close()
+        os.replace(self._temp, self._final)
+        if self._store.sync_to_disk:
+            self._store.fsync_dir(self._final.parent)
+
+    async def abort(self) -> None:
+        self._buffer.clear()
+        file, self._file = self._file, None
+        await asyncio.to_thread(self._discard, file)
+
+    def _discard(self, file: BinaryIO | None) -> None:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+        with contextlib.suppress(OSError):
+            self._temp.unlink()
+
+
+class FsObjectStore(ObjectStore):
+    kind = "fs"
+    # A folder shared by several hosts (NFS, a ReadWriteMany volume) works too: every
+    # publication is a rename within one folder.
+    shared = True
+
+    def __init__(self, root_dir: Path, sync_to_disk: bool = False):
+        self.root = root_dir.resolve()
+        self.sync_to_disk = sync_to_disk
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot create {self.root}: {error}") from error
+
+    def path(self, key: str) -> Path:
+        # Keys are built by layout.py from validated names and digests only; this check is
+        # the last line of defence against a path leaving the root.
+        path = (self.root / key).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise ValueError(f"key outside storage root: {key!r}")
+        return path
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self.path(key))
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as error:
+            raise StorageUnavailable(str(error)) from error
+        return ObjectStat(size=st.st_size)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self.path(key).read_bytes)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as error:
+            raise StorageUnavailable(str(error)) from error
+
+    async def put(self, key: str, data: bytes) -> None:
+        writer = await self.writer(key)
+        try:
+            await writer.write(data)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+
+    async def writer(self, key: str) -> ObjectWriter:
+        return FsObjectWriter(self, self.path(key))
+
+    async def list(self, prefix: str) -> AsyncIterator[str]:
+        base = self.path(prefix)
+        keys = await asyncio.to_thread(self._walk, base)
+        for key in keys:
+            yield key
+
+    def _walk(self, base: Path) -> list[str]:
+        keys: list[str] = []
+        for folder, _dirs, files in os.walk(base):
+            for name in files:
+                if not _is_temp(name):
+                    keys.append(str(Path(folder, name).relative_to(self.root)))
+        return keys
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.path(key).unlink)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        file = await asyncio.to_thread(open, self.path(key), "rb")
+        try:
+            await asyncio.to_thread(file.seek, start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+                chunk = await asyncio.to_thread(file.read, size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(file.close)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    async def ping(self) -> None:
+        ok = await asyncio.to_thread(os.access, self.root, os.W_OK)
+        if not ok:
+            raise StorageUnavailable(f"{self.root} is not writable")
+
+    def fsync_dir(self, folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def sweep_temp_files(self, older_than_secs: float = 3600.0) -> int:
+        """Remove temp files a crashed writer left behind; returns how many."""
+        return await asyncio.to_thread(self._sweep, time.time() - older_than_secs)
+
+    def _sweep(self, cutoff: float) -> int:
+        removed = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not _is_temp(name):
+                    continue
+                path = Path(folder, name)
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed

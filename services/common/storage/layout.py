@@ -1,0 +1,180 @@
+"""The registry's storage layout, the same for every object store.
+
+    blobs/<alg>/<2 hex>/<hex>                              content (manifests are blobs too)
+    repositories/<name>/_manifests/tags/<tag>              JSON ManifestRecord of the tag
+    repositories/<name>/_manifests/revisions/<alg>/<hex>   JSON ManifestRecord
+    repositories/<name>/_layers/<alg>/<hex>                JSON {"size": n}: blob pulled via <name>
+
+Ordering (crash safety): bytes before links. A link is written only after the content it
+points to has been verified and committed, so a link never points at missing or partial
+content. Names, tags and digests reaching this module are validated types.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..oci import Digest
+from .objects import DigestMismatch, ObjectStore, ObjectWriter
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    updated_at: float = 0.0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ManifestRecord:
+        raw = json.loads(data)
+        return cls(
+            digest=str(raw["digest"]),
+            media_type=str(raw["media_type"]),
+            size=int(raw["size"]),
+            updated_at=float(raw.get("updated_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+def blob_key(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def _repo_key(name: str) -> str:
+    return f"repositories/{name}"
+
+
+class VerifyingWriter:
+    """Streams into an object writer while hashing; publishes only content whose digest
+    matches, and aborts (publishing nothing) otherwise."""
+
+    def __init__(self, writer: ObjectWriter, expected: Digest, max_size: int | None = None):
+        self._writer = writer
+        self._expected = expected
+        self._hasher = expected.hasher()
+        self.size = 0
+        self._max_size = max_size
+        self._done = False
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._max_size is not None and self.size > self._max_size:
+            raise ValueError(f"blob larger than the limit of {self._max_size} bytes")
+        self._hasher.update(chunk)
+        await self._writer.write(chunk)
+
+    async def commit(self) -> None:
+        actual = f"{self._expected.algorithm}:{self._hasher.hexdigest()}"
+        if actual != str(self._expected):
+            await self.abort()
+            raise DigestMismatch(str(self._expected), actual, self.size)
+        self._done = True
+        await self._writer.commit()
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            await self._writer.abort()
+
+    async def __aenter__(self) -> VerifyingWriter:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # Anything that leaves the block without a commit discards the bytes.
+        await self.abort()
+
+
+class RegistryStorage:
+    def __init__(self, objects: ObjectStore):
+        self.objects = objects
+
+    @property
+    def shared(self) -> bool:
+        return self.objects.shared
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def blob_info(self, digest: Digest) -> BlobInfo | None:
+        stat = await self.objects.stat(blob_key(digest))
+        return BlobInfo(digest, stat.size) if stat is not None else None
+
+    async def read_blob(self, digest: Digest) -> bytes | None:
+        return await self.objects.get(blob_key(digest))
+
+    def blob_path(self, digest: Digest) -> Path | None:
+        return self.objects.local_path(blob_key(digest))
+
+    def read_blob_range(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
+        return self.objects.read(blob_key(digest), start, end)
+
+    async def blob_url(self, digest: Digest) -> str | None:
+        return await self.objects.presigned_url(blob_key(digest))
+
+    async def blob_writer(self, digest: Digest, max_size: int | None = None) -> VerifyingWriter:
+        return VerifyingWriter(await self.objects.writer(blob_key(digest)), digest, max_size)
+
+    async def put_blob_bytes(self, digest: Digest, data: bytes) -> None:
+        """Store small content (a manifest) after checking its digest."""
+        async with await self.blob_writer(digest) as writer:
+            await writer.write(data)
+            await writer.commit()
+
+    # -- manifests and tags -----------------------------------------------------------------
+
+    async def get_tag(self, name: str, tag: str) -> ManifestRecord | None:
+        data = await self.objects.get(f"{_repo_key(name)}/_manifests/tags/{tag}")
+        return ManifestRecord.from_json(data) if data is not None else None
+
+    async def put_tag(self, name: str, tag: str, record: ManifestRecord) -> bool:
+        """Point the tag at `record` unless a newer observation (by `updated_at`, the time
+        the frontend saw the upstream's answer) is already stored. True when written."""
+        current = await self.get_tag(name, tag)
+        if current is not None and current.updated_at > record.updated_at:
+            return False
+        if record.updated_at == 0.0:
+            record = ManifestRecord(record.digest, record.media_type, record.size, time.time())
+        await self.objects.put(f"{_repo_key(name)}/_manifests/tags/{tag}", record.to_json())
+        return True
+
+    async def get_revision(self, name: str, digest: Digest) -> ManifestRecord | None:
+        key = f"{_repo_key(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+        data = await self.objects.get(key)
+        return ManifestRecord.from_json(data) if data is not None else None
+
+    async def put_revision(self, name: str, record: ManifestRecord) -> None:
+        digest = Digest.parse(record.digest)
+        key = f"{_repo_key(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+        await self.objects.put(key, record.to_json())
+
+    async def has_layer_link(self, name: str, digest: Digest) -> bool:
+        key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
+        return await self.objects.stat(key) is not None
+
+    async def put_layer_link(self, name: str, digest: Digest, size: int) -> None:
+        key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
+        await self.objects.put(key, json.dumps({"size": size}).encode())
+
+    async def list_tags(self, name: str) -> list[str]:
+        prefix = f"{_repo_key(name)}/_manifests/tags/"
+        return sorted([key[len(prefix) :] async for key in self.objects.list(prefix)])
+
+    async def list_repositories(self) -> list[str]:
+        names: set[str] = set()
+        async for key in self.objects.list("repositories/"):
+            marker = key.find("/_manifests/")
+            if marker > 0:
+                names.add(key[len("repositories/") : marker])
+        return sorted(names)

@@ -1,0 +1,289 @@
+"""Blob pulls: hits from storage (sendfile, Range, conditional requests), misses streamed
+from the upstream to the client while hashed.
+
+A miss is never buffered whole: chunks go to the client as they arrive, except the last
+one, which is held back until the digest is verified. On a mismatch (or an upstream that
+stops early) the connection is aborted, so the client sees a failed transfer rather than a
+clean finish, and nothing is enqueued for caching.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..common.errors import BlobUnknown, RangeNotSatisfiable, RegistryError, SizeInvalid
+from ..common.oci import BLOB_CONTENT_TYPE, Digest
+from ..common.queue import CacheJob, JobKind
+from ..common.queue.jobs import INLINE_LIMIT
+from ..common.routing import Route
+from ..common.runtime import Runtime
+from ..common.storage import BlobInfo
+from ..common.upstream import (
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+)
+from ..common.upstream.client import BlobDownload, UpstreamClient
+from ..common.upstream.pool import first_answer
+from .pull import JobSubmitter, upstream_error_to_registry
+
+log = logging.getLogger("simple_registry.frontend")
+
+
+def blob_headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": BLOB_CONTENT_TYPE,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000, immutable",
+    }
+
+
+class BlobFileResponse(web.FileResponse):
+    """`web.FileResponse` (sendfile, Range, If-Modified-Since) whose ETag is the digest:
+    content-addressed bytes never change, whatever the file's mtime."""
+
+    def __init__(self, path: Path, digest: Digest, headers: dict[str, str]):
+        super().__init__(path, headers=headers)
+        self._digest_etag = str(digest)
+
+    @property  # type: ignore[override]
+    def etag(self) -> Any:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        web.FileResponse.etag.fset(self, self._digest_etag)  # type: ignore[attr-defined]
+
+
+def etag_matches(request: web.Request, digest: Digest) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if not if_none_match:
+        return False
+    candidates = {value.strip().removeprefix("W/").strip('"') for value in if_none_match.split(",")}
+    return "*" in candidates or str(digest) in candidates
+
+
+def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single satisfiable byte range, None without Range."""
+    if "Range" not in request.headers:
+        return None
+    try:
+        window = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiable(
+            "only a single byte range is supported",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    start, stop = window.start, window.stop
+    if start is None:
+        return None
+    if start < 0:
+        start = max(size + start, 0)
+        stop = size
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(
+            "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+        )
+    return start, stop
+
+
+class BlobService:
+    def __init__(self, runtime: Runtime, jobs: JobSubmitter):
+        self.runtime = runtime
+        self.storage = runtime.storage
+        self.jobs = jobs
+        self.max_blob_size = runtime.settings.global_.max_blob_size
+
+    def clients(self, route: Route) -> list[UpstreamClient]:
+        return self.runtime.upstreams.clients(route.repository.name)
+
+    async def serve(self, request: web.Request, route: Route, digest: Digest) -> web.StreamResponse:
+        info = await self.storage.blob_info(digest)
+        if info is not None and await self._may_serve_cached(route, info):
+            return await self._serve_cached(request, info)
+        if request.method == "HEAD":
+            return await self._head_upstream(route, digest)
+        return await self._stream_from_upstream(request, route, digest)
+
+    async def _may_serve_cached(self, route: Route, info: BlobInfo) -> bool:
+        """A stored blob is served under a name only once that name's upstream has shown it
+        may have it (a link), so a private upstream's blob does not leak to another name."""
+        if await self.storage.has_layer_link(route.storage_name, info.digest):
+            return True
+        try:
+            await first_answer(
+                self.clients(route),
+                lambda c: c.head_blob(route.upstream_name(c.settings), str(info.digest)),
+            )
+        except (UpstreamNotFound, UpstreamDenied) as error:
+            raise upstream_error_to_registry(
+                error, BlobUnknown("blob unknown to registry", detail={"digest": str(info.digest)})
+            ) from error
+        except UpstreamError:
+            return True  # upstream down: a cached blob is always served
+        await self._enqueue(route, info.digest, info.size, None)
+        return True
+
+    async def _serve_cached(self, request: web.Request, info: BlobInfo) -> web.StreamResponse:
+        headers = blob_headers(info.digest)
+        if etag_matches(request, info.digest):
+            return web.Response(status=304, headers={"ETag": headers["ETag"]})
+        window = requested_range(request, info.size)
+        path = self.storage.blob_path(info.digest)
+        if path is not None:
+            return BlobFileResponse(path, info.digest, headers)
+        if request.method == "GET" and self.runtime.settings.global_.enable_blob_redirect:
+            url = await self.storage.blob_url(info.digest)
+            if url is not None:
+                raise web.HTTPTemporaryRedirect(
+                    url, headers={"Docker-Content-Digest": str(info.digest)}
+                )
+        start, stop = window if window is not None else (0, info.size)
+        response = web.StreamResponse(status=206 if window else 200, headers=headers)
+        response.content_length = stop - start
+        if window is not None:
+            response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+        await response.prepare(request)
+        if request.method == "GET":
+            async for chunk in self.storage.read_blob_range(info.digest, start, stop):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def _head_upstream(self, route: Route, digest: Digest) -> web.StreamResponse:
+        try:
+            size = await first_answer(
+                self.clients(route),
+                lambda c: c.head_blob(route.upstream_name(c.settings), str(digest)),
+            )
+        except UpstreamError as error:
+            raise upstream_error_to_registry(
+                error, BlobUnknown("blob unknown to registry", detail={"digest": str(digest)})
+            ) from error
+        headers = blob_headers(digest)
+        if size is not None:
+            self._check_size(size)
+            headers["Content-Length"] = str(size)
+        return web.Response(status=200, headers=headers)
+
+    def _check_size(self, size: int) -> None:
+        if self.max_blob_size is not None and size > self.max_blob_size:
+            raise SizeInvalid(
+                "blob exceeds the registry's max_blob_size",
+                detail={"size": size, "max_blob_size": self.max_blob_size},
+            )
+
+    async def _open_upstream(self, route: Route, digest: Digest) -> BlobDownload:
+        try:
+            download = await first_answer(
+                self.clients(route),
+                lambda c: c.open_blob(route.upstream_name(c.settings), str(digest)),
+            )
+        except UpstreamError as error:
+            raise upstream_error_to_registry(
+                error, BlobUnknown("blob unknown to registry", detail={"digest": str(digest)})
+            ) from error
+        if download.size is not None:
+            try:
+                self._check_size(download.size)
+            except RegistryError:
+                await download.__aexit__(None, None, None)
+                raise
+        return download
+
+    async def _stream_from_upstream(
+        self, request: web.Request, route: Route, digest: Digest
+    ) -> web.StreamResponse:
+        download = await self._open_upstream(route, digest)
+        response = web.StreamResponse(status=200, headers=blob_headers(digest))
+        if download.size is not None:
+            response.content_length = download.size
+        hasher = digest.hasher()
+        inline = bytearray() if (download.size or 0) <= INLINE_LIMIT else None
+        held: bytes | None = None
+        client_gone = False
+        async with download:
+            await response.prepare(request)
+            try:
+                async for chunk in download.chunks():
+                    hasher.update(chunk)
+                    if inline is not None:
+                        inline += chunk
+                        if len(inline) > INLINE_LIMIT:
+                            inline = None
+                    if self.max_blob_size is not None and download.bytes_read > self.max_blob_size:
+                        raise _Abort("blob exceeds max_blob_size while streaming")
+                    if held is not None and not client_gone:
+                        client_gone = not await _write(response, held)
+                    held = chunk
+            except (UpstreamError, _Abort) as error:
+                log.error(
+                    "blob stream aborted name=%s digest=%s reason=%s",
+                    route.storage_name,
+                    digest,
+                    error,
+                )
+                _abort(request)
+                return response
+            actual = f"{digest.algorithm}:{hasher.hexdigest()}"
+            if actual != str(digest):
+                log.error(
+                    "upstream blob digest mismatch name=%s expected=%s actual=%s bytes=%d: "
+                    "transfer aborted, nothing cached",
+                    route.storage_name,
+                    digest,
+                    actual,
+                    download.bytes_read,
+                )
+                _abort(request)
+                return response
+        if held is not None and not client_gone:
+            client_gone = not await _write(response, held)
+        if not client_gone:
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+        data = bytes(inline) if inline is not None else None
+        await self._enqueue(route, digest, download.bytes_read, data)
+        return response
+
+    async def _enqueue(
+        self, route: Route, digest: Digest, size: int | None, data: bytes | None
+    ) -> None:
+        await self.jobs.submit(
+            CacheJob(
+                kind=JobKind.BLOB,
+                repository=route.repository.name,
+                remote_name=route.remote_name,
+                digest=str(digest),
+                size=size,
+                data=data,
+            )
+        )
+
+
+class _Abort(Exception):
+    pass
+
+
+async def _write(response: web.StreamResponse, chunk: bytes) -> bool:
+    """Write to the client; False once the client has gone (the download goes on so that
+    its bytes can still be verified and cached)."""
+    try:
+        await response.write(chunk)
+    except ConnectionError:
+        return False
+    return True
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

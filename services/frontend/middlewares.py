@@ -1,0 +1,58 @@
+"""Cross-cutting concerns: the one place where exceptions become OCI error responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..common.errors import NotFound, RegistryError, SizeInvalid, Unsupported
+
+log = logging.getLogger("simple_registry.frontend")
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+def error_response(error: RegistryError) -> web.Response:
+    headers = dict(error.headers)
+    headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+    return web.Response(
+        status=error.status,
+        body=json.dumps(error.body()).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> RegistryError:
+    if exc.status == 404:
+        return NotFound("no such route")
+    if exc.status == 405:
+        return Unsupported("method not allowed")
+    if exc.status == 413:
+        return SizeInvalid("request too large")
+    error = RegistryError(exc.reason or "request failed")
+    error.status = exc.status  # type: ignore[misc]
+    return error
+
+
+@web.middleware
+async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as error:
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and 304s are answers, not errors
+        return error_response(_from_http_exception(exc))
+    except Exception:
+        # Never a traceback to the client; the log has it.
+        log.exception("unhandled error method=%s path=%s", request.method, request.path)
+        return error_response(RegistryError("internal error; see the registry log"))
+
+
+async def add_api_version_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault(*API_VERSION_HEADER)

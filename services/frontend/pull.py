@@ -1,0 +1,274 @@
+"""Pull-through logic: where we decide whether to ask the upstream.
+
+Manifest by tag:
+  1. immutable (not excluded) and cached: served locally, zero upstream requests;
+  2. otherwise a HEAD upstream; the cached digest again: served locally; changed or not
+     cached: a GET, verified against its digest, answered, and enqueued for the cacher;
+  3. every upstream failing: the cached copy with a `Warning` header; nothing cached: an
+     OCI error (429 keeps `Retry-After`).
+Manifest by digest: local first, else an upstream GET, verified, enqueued.
+Blobs: see `blobs.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..common.errors import (
+    BackendUnavailable,
+    Denied,
+    ManifestUnknown,
+    RegistryError,
+    TooManyRequests,
+)
+from ..common.oci import Digest, Tag
+from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
+from ..common.routing import Route
+from ..common.runtime import Runtime
+from ..common.storage import ManifestRecord
+from ..common.upstream import (
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+)
+from ..common.upstream.client import (
+    FetchedManifest,
+    ManifestHead,
+    UpstreamClient,
+    UpstreamCorrupt,
+    accept_header,
+)
+from ..common.upstream.pool import first_answer
+
+log = logging.getLogger("simple_registry.frontend")
+
+STALE_WARNING = '299 - "upstream unreachable; serving a cached copy that may be stale"'
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    digest: str
+    media_type: str
+    size: int
+    data: bytes | None  # None: read it from storage (only needed for GET)
+    warning: str | None = None
+
+
+def upstream_error_to_registry(error: UpstreamError, not_found: RegistryError) -> RegistryError:
+    """How an upstream failure looks to a client when nothing cached can answer."""
+    if isinstance(error, UpstreamNotFound):
+        return not_found
+    if isinstance(error, UpstreamRateLimited):
+        headers = {}
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(int(error.retry_after + 0.999))
+        return TooManyRequests("upstream rate limit reached", headers=headers)
+    if isinstance(error, UpstreamDenied):
+        return Denied(
+            "the upstream refused access (the repository may not exist or needs credentials)",
+            detail={"upstream": error.upstream},
+        )
+    return BackendUnavailable(
+        "upstream unavailable and nothing cached", detail={"upstream": error.upstream}
+    )
+
+
+class RecentManifests:
+    """Manifests this frontend fetched moments ago, by (name, digest), bounded in bytes.
+
+    Docker asks HEAD by tag and then GET by digest; the GET is answered from here while the
+    cacher is still storing the manifest. Losing it costs at most one upstream request."""
+
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024):
+        self._items: OrderedDict[tuple[str, str], FetchedManifest] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def get(self, name: str, digest: str) -> FetchedManifest | None:
+        item = self._items.get((name, digest))
+        if item is not None:
+            self._items.move_to_end((name, digest))
+        return item
+
+    def put(self, name: str, digest: str, manifest: FetchedManifest) -> None:
+        key = (name, digest)
+        if key in self._items:
+            return
+        self._items[key] = manifest
+        self._bytes += len(manifest.data)
+        while self._bytes > self._max_bytes and self._items:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= len(evicted.data)
+
+
+class JobSubmitter:
+    """Enqueues cache jobs; a queue outage degrades caching, never a pull."""
+
+    def __init__(self, queue: JobQueue):
+        self._queue = queue
+        self.degraded = False
+
+    async def submit(self, job: CacheJob) -> None:
+        try:
+            await self._queue.enqueue(job)
+        except QueueUnavailable as error:
+            if not self.degraded:
+                log.warning("caching degraded: cannot enqueue cache jobs (%s)", error)
+            self.degraded = True
+            return
+        if self.degraded:
+            log.info("caching resumed: cache jobs are enqueued again")
+            self.degraded = False
+
+
+class PullThrough:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.storage = runtime.storage
+        self.recent = RecentManifests()
+        self.jobs = JobSubmitter(runtime.queue)
+        self.max_manifest_size = runtime.settings.global_.max_manifest_size
+
+    def clients(self, route: Route) -> list[UpstreamClient]:
+        return self.runtime.upstreams.clients(route.repository.name)
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def manifest(
+        self, route: Route, reference: Tag | Digest, accept: str | None
+    ) -> ManifestAnswer:
+        if isinstance(reference, Digest):
+            return await self._manifest_by_digest(route, reference, accept)
+        return await self._manifest_by_tag(route, reference, accept)
+
+    async def _cached_tag(self, route: Route, tag: Tag) -> ManifestRecord | None:
+        record = await self.storage.get_tag(route.storage_name, tag.value)
+        if record is None:
+            return None
+        # A link is only written after its content, but content can be removed by hand.
+        if await self.storage.blob_info(Digest.parse(record.digest)) is None:
+            return None
+        return record
+
+    async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
+        cached = await self._cached_tag(route, tag)
+        if cached is not None and route.repository.is_immutable(tag.value):
+            return _local(cached)
+        upstream_accept = accept_header(accept)
+        try:
+            if cached is not None:
+                head: ManifestHead = await first_answer(
+                    self.clients(route),
+                    lambda c: c.head_manifest(
+                        route.upstream_name(c.settings), tag.value, upstream_accept
+                    ),
+                )
+                if head.digest == cached.digest:
+                    return _local(cached)
+            fetched, digest = await self._fetch_manifest(route, tag.value, upstream_accept, None)
+        except UpstreamError as error:
+            if cached is not None and not isinstance(error, UpstreamNotFound):
+                log.warning(
+                    "serving stale manifest name=%s tag=%s digest=%s reason=%s",
+                    route.storage_name,
+                    tag.value,
+                    cached.digest,
+                    error,
+                )
+                return _local(cached, warning=STALE_WARNING)
+            raise upstream_error_to_registry(
+                error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
+            ) from error
+        await self._enqueue_manifest(route, digest, fetched, tag.value)
+        return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
+
+    async def _manifest_by_digest(
+        self, route: Route, digest: Digest, accept: str | None
+    ) -> ManifestAnswer:
+        record = await self.storage.get_revision(route.storage_name, digest)
+        if record is not None and await self.storage.blob_info(digest) is not None:
+            return _local(record)
+        recent = self.recent.get(route.storage_name, str(digest))
+        if recent is not None:
+            return ManifestAnswer(str(digest), recent.media_type, len(recent.data), recent.data)
+        try:
+            fetched, _ = await self._fetch_manifest(
+                route, str(digest), accept_header(accept), digest
+            )
+        except UpstreamError as error:
+            raise upstream_error_to_registry(
+                error, ManifestUnknown("manifest unknown", detail={"digest": str(digest)})
+            ) from error
+        await self._enqueue_manifest(route, digest, fetched, None)
+        return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
+
+    async def _fetch_manifest(
+        self, route: Route, reference: str, accept: str, expected: Digest | None
+    ) -> tuple[FetchedManifest, Digest]:
+        async def fetch(client: UpstreamClient) -> tuple[FetchedManifest, Digest]:
+            fetched = await client.get_manifest(
+                route.upstream_name(client.settings), reference, accept, self.max_manifest_size
+            )
+            digest = _verified_digest(fetched, expected, client.host)
+            return fetched, digest
+
+        fetched, digest = await first_answer(self.clients(route), fetch)
+        self.recent.put(route.storage_name, str(digest), fetched)
+        return fetched, digest
+
+    async def _enqueue_manifest(
+        self, route: Route, digest: Digest, fetched: FetchedManifest, tag: str | None
+    ) -> None:
+        await self.jobs.submit(
+            CacheJob(
+                kind=JobKind.MANIFEST,
+                repository=route.repository.name,
+                remote_name=route.remote_name,
+                digest=str(digest),
+                size=len(fetched.data),
+                media_type=fetched.media_type,
+                tag=tag,
+                data=fetched.data,
+            )
+        )
+
+    async def read_manifest_bytes(self, answer: ManifestAnswer) -> bytes:
+        if answer.data is not None:
+            return answer.data
+        data = await self.storage.read_blob(Digest.parse(answer.digest))
+        if data is None:
+            raise BackendUnavailable("cached manifest content disappeared; retry the request")
+        return data
+
+
+def _local(record: ManifestRecord, warning: str | None = None) -> ManifestAnswer:
+    return ManifestAnswer(record.digest, record.media_type, record.size, None, warning)
+
+
+def _verified_digest(fetched: FetchedManifest, expected: Digest | None, upstream: str) -> Digest:
+    """The manifest's digest, checked against what was asked for and what the upstream said."""
+    algorithm = expected.algorithm if expected is not None else "sha256"
+    actual = Digest.of_bytes(fetched.data, algorithm)
+    if expected is not None and actual != expected:
+        log.error(
+            "upstream manifest digest mismatch upstream=%s expected=%s actual=%s",
+            upstream,
+            expected,
+            actual,
+        )
+        raise UpstreamCorrupt(
+            upstream, f"manifest digest mismatch: expected {expected}, got {actual}"
+        )
+    header = fetched.digest_header
+    if header and header.startswith(f"{algorithm}:") and header != str(actual):
+        log.error(
+            "upstream manifest digest mismatch upstream=%s header=%s actual=%s",
+            upstream,
+            header,
+            actual,
+        )
+        raise UpstreamCorrupt(upstream, f"manifest digest mismatch: header {header}, got {actual}")
+    return actual
