@@ -39,7 +39,9 @@ async def oci_error(response: Any) -> str:
     return errors[0]["code"]
 
 
-async def test_the_api_base_answers_with_the_distribution_version_header(client: TestClient) -> None:
+async def test_the_api_base_answers_with_the_distribution_version_header(
+    client: TestClient,
+) -> None:
     response = await client.get("/v2/")
     assert response.status == 200
     assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
@@ -86,7 +88,9 @@ async def test_a_wrong_request_gets_the_oci_error_and_status(
         assert await oci_error(response) == code
 
 
-async def test_an_unreachable_upstream_with_nothing_cached_is_a_503_not_a_404(client: TestClient) -> None:
+async def test_an_unreachable_upstream_with_nothing_cached_is_a_503_not_a_404(
+    client: TestClient,
+) -> None:
     response = await client.get("/v2/docker-io/library/x/manifests/latest")
     assert response.status == 503
     assert await oci_error(response) == "UNAVAILABLE"
@@ -129,5 +133,7 @@ async def raw_status(client: TestClient, target: str) -> int:
         "/v2/docker-io/x/..%2F..%2F/tags/list",
     ],
 )
-async def test_a_path_with_dot_segments_never_reaches_storage(client: TestClient, target: str) -> None:
+async def test_a_path_with_dot_segments_never_reaches_storage(
+    client: TestClient, target: str
+) -> None:
     assert await raw_status(client, target) in (400, 404)

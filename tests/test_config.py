@@ -101,7 +101,11 @@ def test_unknown_keys_are_reported_by_their_full_dotted_name() -> None:
             "global.immutable_tags_exclusions[1]",
             "a valid regular expression",
         ),
-        ({"global": {"max_concurrent_cache_jobs": 0}}, "global.max_concurrent_cache_jobs", "at least 1"),
+        (
+            {"global": {"max_concurrent_cache_jobs": 0}},
+            "global.max_concurrent_cache_jobs",
+            "at least 1",
+        ),
         ({"global": {"default_repository": "nope"}}, "global.default_repository", "configured"),
         (
             {"global": {"access_policy": {"default": "maybe"}}},
@@ -149,7 +153,14 @@ def test_a_bad_value_stops_start_up_naming_key_value_and_expectation(
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("5MiB", 5 * 1024**2), ("100MB", 100 * 1000**2), ("1 GiB", 1024**3), ("512", 512), (42, 42), ("2KiB", 2048)],
+    [
+        ("5MiB", 5 * 1024**2),
+        ("100MB", 100 * 1000**2),
+        ("1 GiB", 1024**3),
+        ("512", 512),
+        (42, 42),
+        ("2KiB", 2048),
+    ],
 )
 def test_sizes_parse_with_binary_and_decimal_units(text: str | int, size: int) -> None:
     assert parse_size(text) == size
@@ -159,7 +170,10 @@ def test_a_repository_exclusion_list_replaces_the_global_one() -> None:
     data = with_(
         **{"global": {"immutable_tags": True, "immutable_tags_exclusions": ["^latest$"]}},
         repository={
-            "docker-io": {"immutable_tags_exclusions": ["^nightly"], "upstream": [{"url": "https://x"}]},
+            "docker-io": {
+                "immutable_tags_exclusions": ["^nightly"],
+                "upstream": [{"url": "https://x"}],
+            },
             "quay": {"upstream": [{"url": "https://quay.io"}]},
         },
     )
@@ -210,7 +224,9 @@ def test_the_command_line_exits_2_on_a_file_that_is_not_toml(tmp_path: Path) -> 
 
 def test_the_command_line_warns_about_unknown_keys_but_starts(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text((DATA / "tutorial-step1.toml").read_text() + "\n[global]\nimutable_tags = true\n")
+    config.write_text(
+        (DATA / "tutorial-step1.toml").read_text() + "\n[global]\nimutable_tags = true\n"
+    )
     result = run_cli("-c", str(config), "check-config")
     assert result.returncode == 0, result.stderr
     assert "unknown configuration key global.imutable_tags" in result.stderr
@@ -225,7 +241,9 @@ def test_the_frontend_refuses_to_start_without_a_shared_queue() -> None:
 def test_a_secret_value_is_never_echoed_in_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
-        (DATA / "tutorial-step1.toml").read_text().replace(
+        (DATA / "tutorial-step1.toml")
+        .read_text()
+        .replace(
             'url = "https://registry-1.docker.io"',
             'url = "https://registry-1.docker.io"\npassword = "hunter2"',
         )

@@ -1,0 +1,3 @@
+"""Shared fixtures: real servers (tests/fixtures/) for every test module."""
+
+pytest_plugins = ["tests.fixtures.plugin", "tests.fixtures.mirror"]

@@ -1,0 +1,219 @@
+"""Pull-through with skopeo against a real upstream (CNCF Distribution), all in one process."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.distribution import Distribution
+from tests.fixtures.images import PushedImage
+from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
+from tests.fixtures.plugin import PushedImageCache, pusher_for
+from tests.fixtures.ports import poll_until
+from tests.fixtures.skopeo import dir_blob, dir_manifest, skopeo_copy
+
+REPO = "docker-io"
+
+
+def hub(
+    mirror_factory: MirrorFactory, upstream: Distribution, *, immutable: bool = True, **repo: Any
+) -> Mirror:
+    return mirror_factory(
+        {
+            REPO: {
+                "immutable_tags": immutable,
+                "immutable_tags_exclusions": ["^latest$"],
+                "upstream": [upstream_entry(upstream)],
+                **repo,
+            }
+        }
+    )
+
+
+def through(mirror: Mirror, image: PushedImage, tag: str | None = None) -> str:
+    return f"{mirror.host_port}/{REPO}/{image.name}:{tag or image.tag}"
+
+
+def all_digests(image: PushedImage) -> set[str]:
+    digests = {image.digest, *image.blob_digests}
+    if image.is_index:
+        digests |= {m.digest for m in image.manifests}
+    return digests
+
+
+def settle(mirror: Mirror, image: PushedImage, tag: str | None = None) -> None:
+    mirror.wait_for_blobs(all_digests(image))
+    mirror.wait_for_tag(f"{REPO}/{image.name}", tag or image.tag)
+
+
+def test_skopeo_pulls_a_small_image_with_the_upstreams_digests_and_storage_holds_exactly_it(
+    mirror_factory: MirrorFactory, upstream: Distribution, small_image: PushedImage, tmp_path: Path
+) -> None:
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, small_image), tmp_path / "out")
+    assert dir_manifest(tmp_path / "out") == small_image.manifest_bytes
+    for blob in small_image.blobs:
+        assert (
+            hashlib.sha256(dir_blob(tmp_path / "out", blob.digest)).hexdigest() == blob.digest[7:]
+        )
+    settle(mirror, small_image)
+    assert mirror.stored_blobs() == all_digests(small_image)
+    assert mirror.temp_files() == []
+
+
+def test_a_second_pull_of_an_immutable_tag_makes_no_upstream_request(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream, "small", tag="1.0")
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, image), tmp_path / "cold")
+    settle(mirror, image)
+    mark = upstream.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "warm")
+    assert upstream.settled_requests_since(mark) == []
+    assert dir_manifest(tmp_path / "warm") == image.manifest_bytes
+
+
+def test_a_second_pull_of_a_mutable_tag_costs_exactly_one_upstream_head(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream, "small", tag="latest")
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, image), tmp_path / "cold")
+    settle(mirror, image)
+    mark = upstream.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "warm")
+    requests = upstream.settled_requests_since(mark)
+    assert [(r.method, r.path) for r in requests] == [
+        ("HEAD", f"/v2/{image.name}/manifests/latest")
+    ]
+
+
+def test_retagging_upstream_makes_the_next_pull_return_the_new_digest(
+    mirror_factory: MirrorFactory, upstream: Distribution, unique_repo: str, tmp_path: Path
+) -> None:
+    pusher = pusher_for(upstream)
+    first = pusher.small_image(unique_repo, "latest")
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, first), tmp_path / "one")
+    settle(mirror, first)
+    second = pusher.replace_tag(unique_repo, "latest", generation=2)
+    assert second.digest != first.digest
+    skopeo_copy(through(mirror, second), tmp_path / "two")
+    assert dir_manifest(tmp_path / "two") == second.manifest_bytes
+    mirror.wait_for_blobs(all_digests(second))
+    tag_file = mirror.data_root / "repositories" / REPO / unique_repo / "_manifests/tags/latest"
+    poll_until(
+        lambda: second.digest in tag_file.read_text(), 30, what="the tag to point at the new digest"
+    )
+
+
+def test_an_arm64_pull_of_a_multi_platform_index_gets_the_arm64_manifest(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    multi_platform_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, multi_platform_image), tmp_path / "arm", override_arch="arm64")
+    arm = multi_platform_image.image.for_platform("arm64")  # type: ignore[union-attr]
+    assert dir_manifest(tmp_path / "arm") == arm.raw
+
+
+def test_an_all_platforms_pull_of_an_index_is_byte_identical(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    multi_platform_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, multi_platform_image), tmp_path / "all", all_images=True)
+    assert dir_manifest(tmp_path / "all") == multi_platform_image.manifest_bytes
+    for manifest in multi_platform_image.manifests:
+        assert dir_manifest(tmp_path / "all", manifest.digest) == manifest.raw
+    settle(mirror, multi_platform_image)
+    assert mirror.stored_blobs() == all_digests(multi_platform_image)
+
+
+def test_a_docker_schema_2_manifest_list_passes_byte_identical(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    docker_list_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, docker_list_image), tmp_path / "all", all_images=True)
+    assert dir_manifest(tmp_path / "all") == docker_list_image.manifest_bytes
+    response = mirror.get(
+        f"/v2/{REPO}/{docker_list_image.name}/manifests/{docker_list_image.tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
+    )
+    assert response.headers["Content-Type"] == docker_list_image.media_type
+    assert response.headers["Docker-Content-Digest"] == docker_list_image.digest
+
+
+@pytest.mark.timeout(600)
+def test_a_large_image_pulls_cold_and_warm_with_the_right_digest(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream, "large", tag="1.0", size_mib=100)
+    layer = max(image.blobs, key=lambda b: b.size)
+    assert layer.size >= 100 * 1024 * 1024
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, image), tmp_path / "cold", timeout_s=300)
+    settle(mirror, image)
+    mark = upstream.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "warm", timeout_s=300)
+    assert upstream.settled_requests_since(mark) == []
+    digest = hashlib.sha256((tmp_path / "warm" / layer.digest[7:]).read_bytes()).hexdigest()
+    assert f"sha256:{digest}" == layer.digest
+    assert mirror.temp_files() == []
+
+
+def test_an_upstream_with_basic_auth_is_pulled_through_with_the_configured_credentials(
+    mirror_factory: MirrorFactory,
+    upstream_basic: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream_basic, "small")
+    mirror = hub(mirror_factory, upstream_basic)
+    skopeo_copy(through(mirror, image), tmp_path / "out")
+    assert dir_manifest(tmp_path / "out") == image.manifest_bytes
+    assert upstream_basic.password not in mirror.log()
+
+
+def test_an_upstream_with_token_auth_is_pulled_through_and_its_token_is_reused(
+    mirror_factory: MirrorFactory,
+    upstream_token: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream_token, "small", tag="latest")
+    mirror = hub(mirror_factory, upstream_token)
+    token_server = upstream_token.token_server
+    assert token_server is not None
+    mark = token_server.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "one")
+    assert dir_manifest(tmp_path / "one") == image.manifest_bytes
+    first = token_server.requests_since(mark)
+    assert len(first) >= 1
+    # The frontend and the cacher share one token cache: one token for the scope.
+    assert len({tuple(r.scopes) for r in first}) == 1
+    settle(mirror, image)
+    mark = token_server.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "two")  # mutable tag: one HEAD upstream
+    assert token_server.requests_since(mark) == []
+    assert upstream_token.password not in mirror.log()
