@@ -1,0 +1,165 @@
+"""Upstream behaviour: failover in configured order, redirects, sharing stored content
+between repositories without leaking it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from aiohttp import web
+
+from tests.fixtures.distribution import Distribution
+from tests.fixtures.images import PushedImage
+from tests.fixtures.mirror import MirrorFactory, upstream_entry
+from tests.fixtures.plugin import pusher_for
+from tests.fixtures.ports import free_port
+from tests.fixtures.skopeo import dir_manifest, skopeo_copy
+
+
+def test_a_refused_first_upstream_falls_over_to_the_next_in_order(
+    mirror_factory: MirrorFactory, upstream: Distribution, small_image: PushedImage, tmp_path: Path
+) -> None:
+    dead = {"url": f"http://127.0.0.1:{free_port()}", "connect_timeout_secs": 2}
+    mirror = mirror_factory({"hub": {"upstream": [dead, upstream_entry(upstream)]}})
+    skopeo_copy(f"{mirror.host_port}/hub/{small_image.name}:{small_image.tag}", tmp_path / "o")
+    assert dir_manifest(tmp_path / "o") == small_image.manifest_bytes
+
+
+def test_an_upstream_url_path_is_a_namespace_prefix_at_the_upstream(
+    mirror_factory: MirrorFactory, upstream: Distribution, unique_repo: str, tmp_path: Path
+) -> None:
+    image = pusher_for(upstream).small_image(f"{unique_repo}/app", "1.0")
+    mirror = mirror_factory({"team": {"upstream": [{"url": f"{upstream.url}/{unique_repo}"}]}})
+    skopeo_copy(f"{mirror.host_port}/team/app:1.0", tmp_path / "o")
+    assert dir_manifest(tmp_path / "o") == image.manifest_bytes
+
+
+def test_a_blob_stored_through_one_repository_is_linked_not_fetched_again_for_another(
+    mirror_factory: MirrorFactory, upstream: Distribution, small_image: PushedImage, tmp_path: Path
+) -> None:
+    mirror = mirror_factory(
+        {
+            "one": {"upstream": [upstream_entry(upstream)]},
+            "two": {"upstream": [upstream_entry(upstream)]},
+        }
+    )
+    skopeo_copy(f"{mirror.host_port}/one/{small_image.name}:{small_image.tag}", tmp_path / "a")
+    mirror.wait_for_blobs({small_image.digest, *small_image.blob_digests})
+    mark = upstream.mark()
+    skopeo_copy(f"{mirror.host_port}/two/{small_image.name}:{small_image.tag}", tmp_path / "b")
+    blob_gets = [
+        r
+        for r in upstream.settled_requests_since(mark)
+        if r.method == "GET" and "/blobs/" in r.path
+    ]
+    assert blob_gets == []  # each blob: one HEAD to check that "two" may see it, no GET
+
+
+def test_a_blob_stored_through_one_repository_is_not_served_for_a_name_the_upstream_lacks(
+    mirror_factory: MirrorFactory, upstream: Distribution, small_image: PushedImage, tmp_path: Path
+) -> None:
+    mirror = mirror_factory({"one": {"upstream": [upstream_entry(upstream)]}})
+    skopeo_copy(f"{mirror.host_port}/one/{small_image.name}:{small_image.tag}", tmp_path / "a")
+    mirror.wait_for_blobs({small_image.digest, *small_image.blob_digests})
+    digest = small_image.blob_digests[0]
+    response = mirror.get(f"/v2/one/no/such/image/blobs/{digest}")
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+class Cdn:
+    """A stand-in for Docker Hub's blob CDN (no real part redirects blobs to another host):
+    it answers `/v2/.../blobs/...` with a 307 to itself under another host name, serves the
+    bytes from the real upstream there, and records the headers it was sent."""
+
+    def __init__(self, upstream: Distribution):
+        self.upstream = upstream
+        self.port = free_port()
+        self.cdn_requests: list[dict[str, str]] = []
+        self.authorized_requests = 0
+        self.expected_auth = "Basic " + base64.b64encode(b"someone:s3cret-password").decode()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        if request.path != "/v2/" and request.headers.get("Authorization") != self.expected_auth:
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="cdn-test"'})
+        if request.path != "/v2/":
+            self.authorized_requests += 1
+        if "/blobs/" in request.path:
+            digest = request.path.rsplit("/", 1)[1]
+            name = request.path[len("/v2/") : request.path.index("/blobs/")]
+            raise web.HTTPTemporaryRedirect(f"http://localhost:{self.port}/cdn/{name}/{digest}")
+        upstream = requests.request(
+            request.method,
+            f"{self.upstream.url}{request.path_qs}",
+            headers=dict(request.headers),
+            timeout=30,
+        )
+        headers = {
+            k: v
+            for k, v in upstream.headers.items()
+            if k.lower()
+            not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+        }
+        return web.Response(
+            status=upstream.status_code,
+            body=upstream.content if request.method != "HEAD" else None,
+            headers=headers,
+        )
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.cdn_requests.append(dict(request.headers))
+        name, digest = request.match_info["name"], request.match_info["digest"]
+        blob = requests.get(f"{self.upstream.url}/v2/{name}/blobs/{digest}", timeout=30)
+        return web.Response(body=blob.content)
+
+    def start(self) -> Cdn:
+        app = web.Application()
+        app.router.add_get("/cdn/{name:.+}/{digest}", self._cdn)
+        app.router.add_route("*", "/{tail:.*}", self._proxy)
+        self._thread.start()
+
+        async def run() -> None:
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def cdn(upstream: Distribution) -> Iterator[Cdn]:
+    server = Cdn(upstream).start()
+    yield server
+    server.stop()
+
+
+def test_blob_redirects_are_followed_without_sending_credentials_to_another_host(
+    mirror_factory: MirrorFactory, cdn: Cdn, small_image: PushedImage, tmp_path: Path
+) -> None:
+    upstream = {"url": cdn.url, "username": "someone", "password": "s3cret-password"}
+    mirror = mirror_factory({"hub": {"upstream": [upstream]}})
+    skopeo_copy(f"{mirror.host_port}/hub/{small_image.name}:{small_image.tag}", tmp_path / "o")
+    assert dir_manifest(tmp_path / "o") == small_image.manifest_bytes
+    assert cdn.authorized_requests > 0, "the upstream itself gets the credentials"
+    assert cdn.cdn_requests, "the blobs should have come through the redirect"
+    assert all("Authorization" not in headers for headers in cdn.cdn_requests)
+    assert "s3cret-password" not in mirror.log()
