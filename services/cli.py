@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from .cacher.service import embedded_cacher
-from .cacher.worker import Cacher
+from .cacher.service import embedded_cacher, run_standalone
 from .common.config import ConfigError, Settings, load_settings
 from .common.logs import ACCESS_LOG_FORMAT, configure_logging
-from .common.runtime import open_runtime
 from .frontend.app import create_app
 
 log = logging.getLogger("simple_registry")
@@ -87,18 +84,6 @@ def run_server(settings: Settings, with_cacher: bool) -> None:
     )
 
 
-async def run_cacher(settings: Settings) -> None:
-    runtime = await open_runtime(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await Cacher(runtime).run(stop, settings.server.drain_timeout_secs)
-    finally:
-        await runtime.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
@@ -114,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     if args.command == "cacher":
-        asyncio.run(run_cacher(settings))
+        asyncio.run(run_standalone(settings))
         return 0
     run_server(settings, with_cacher=args.command == "server")
     return 0

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..common.runtime import RUNTIME
+from ..common.config import Settings
+from ..common.metrics import CONTENT_TYPE_LATEST
+from ..common.runtime import RUNTIME, Runtime, open_runtime
 from .worker import Cacher
+
+log = logging.getLogger("simple_registry.cacher")
 
 CACHER = web.AppKey("cacher", Cacher)
 
@@ -25,3 +32,64 @@ async def embedded_cacher(app: web.Application) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
+    """/metrics, /healthz and /readyz of a standalone cacher."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        with contextlib.suppress(Exception):
+            runtime.metrics.queue_depth.set(await asyncio.wait_for(runtime.queue.depth(), 1.0))
+        return web.Response(
+            body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "consumer": cacher.consumer})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = {}
+        for name, ping in (
+            ("storage", runtime.storage.objects.ping),
+            ("queue", runtime.queue.ping),
+        ):
+            try:
+                await asyncio.wait_for(ping(), 2.0)
+                checks[name] = "ok"
+            except Exception as error:
+                checks[name] = f"unavailable: {error or type(error).__name__}"
+        ready = all(value == "ok" for value in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def run_standalone(settings: Settings) -> None:
+    """The `cacher` command: consume jobs until SIGTERM/SIGINT, then drain."""
+    runtime = await open_runtime(settings)
+    cacher = Cacher(runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(_status_app(runtime, cacher), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.cacher.metrics_bind_address, settings.cacher.metrics_port)
+    try:
+        await site.start()
+        log.info(
+            "cacher status on %s:%d (/metrics, /healthz, /readyz)",
+            settings.cacher.metrics_bind_address,
+            settings.cacher.metrics_port,
+        )
+        await cacher.run(stop, settings.server.drain_timeout_secs)
+    finally:
+        await runner.cleanup()
+        await runtime.close()

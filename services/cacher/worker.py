@@ -59,6 +59,7 @@ class Cacher:
         )
         self.consumer = consumer_name()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = runtime.metrics
         self.outcomes: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event, drain_secs: float = 30.0) -> None:
@@ -102,8 +103,9 @@ class Cacher:
             # Cancelled jobs stay pending in the queue and are claimed again later.
             await asyncio.wait(pending)
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, kind: str = "unknown") -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.metrics.jobs.labels(kind, outcome).inc()
 
     async def _process(self, delivery: Delivery) -> None:
         job = delivery.job
@@ -124,13 +126,14 @@ class Cacher:
             return
         except PermanentJobError as error:
             log.error("job failed permanently kind=%s digest=%s: %s", job.kind, job.digest, error)
-            self._count("dead-lettered")
+            self._count("dead-lettered", job.kind)
             await self._safely(self.queue.dead_letter(delivery, str(error)))
             return
         except Exception as error:
             await self._failed(delivery, error)
             return
-        self._count(outcome)
+        self._count(outcome, job.kind)
+        self.metrics.job_duration.labels(job.kind).observe(time.monotonic() - started)
         log.info(
             "job done kind=%s name=%s digest=%s outcome=%s attempt=%d duration_ms=%.1f",
             job.kind,
@@ -157,7 +160,7 @@ class Cacher:
                 attempts,
                 reason,
             )
-            self._count("dead-lettered")
+            self._count("dead-lettered", job.kind)
             await self._safely(self.queue.dead_letter(delivery, reason))
             return
         delay = min(self.backoff_secs * 2**job.attempt, self.backoff_max_secs)
@@ -170,7 +173,7 @@ class Cacher:
             delay,
             reason,
         )
-        self._count("retried")
+        self._count("retried", job.kind)
         await self._safely(self.queue.retry(delivery, job.next_attempt(reason), delay))
 
     async def _safely(self, operation: object) -> None:

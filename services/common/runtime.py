@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import FsStorageSettings, S3StorageSettings, Settings
+from .metrics import Metrics
 from .queue import JobQueue
 from .queue.memory import MemoryQueue
 from .routing import Router
@@ -33,6 +34,7 @@ class Runtime:
     session: aiohttp.ClientSession
     upstreams: UpstreamPool
     router: Router
+    metrics: Metrics
 
     async def close(self) -> None:
         await self.session.close()
@@ -63,6 +65,7 @@ def build_queue(settings: Settings) -> JobQueue:
 
 
 async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Runtime:
+    metrics = Metrics()
     objects = build_object_store(settings)
     await objects.open()
     queue = queue or build_queue(settings)
@@ -78,6 +81,7 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
         storage=RegistryStorage(objects),
         queue=queue,
         session=session,
-        upstreams=UpstreamPool(settings.repositories, session),
+        upstreams=UpstreamPool(settings.repositories, session, metrics),
         router=Router(settings.repositories, settings.global_.default_repository),
+        metrics=metrics,
     )

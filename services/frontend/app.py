@@ -9,8 +9,8 @@ from aiohttp import web
 from ..common.config import Settings
 from ..common.runtime import RUNTIME, open_runtime
 from .blobs import BlobService
-from .handlers import BLOBS, PULL, dispatch, healthz, readyz
-from .middlewares import add_api_version_header, oci_errors
+from .handlers import BLOBS, PULL, dispatch, healthz, metrics, readyz
+from .middlewares import add_api_version_header, oci_errors, request_metrics
 from .pull import PullThrough
 
 # Registry requests have no body (pushes are refused), so a small cap suffices.
@@ -19,7 +19,7 @@ MAX_REQUEST_BODY = 64 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[oci_errors],
+        middlewares=[request_metrics, oci_errors],
         client_max_size=MAX_REQUEST_BODY,
         handler_args={"max_line_size": 8190, "max_field_size": 8190},
     )
@@ -41,4 +41,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

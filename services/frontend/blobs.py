@@ -101,6 +101,7 @@ class BlobService:
         self.storage = runtime.storage
         self.jobs = jobs
         self.max_blob_size = runtime.settings.global_.max_blob_size
+        self.metrics = runtime.metrics
 
     def clients(self, route: Route) -> list[UpstreamClient]:
         return self.runtime.upstreams.clients(route.repository.name)
@@ -108,7 +109,9 @@ class BlobService:
     async def serve(self, request: web.Request, route: Route, digest: Digest) -> web.StreamResponse:
         info = await self.storage.blob_info(digest)
         if info is not None and await self._may_serve_cached(route, info):
+            self.metrics.cache.labels("blob", "hit").inc()
             return await self._serve_cached(request, info)
+        self.metrics.cache.labels("blob", "miss").inc()
         if request.method == "HEAD":
             return await self._head_upstream(route, digest)
         return await self._stream_from_upstream(request, route, digest)
@@ -137,6 +140,9 @@ class BlobService:
         if etag_matches(request, info.digest):
             return web.Response(status=304, headers={"ETag": headers["ETag"]})
         window = requested_range(request, info.size)
+        if request.method == "GET":
+            served = info.size if window is None else window[1] - window[0]
+            self.metrics.bytes_served.labels("cache").inc(served)
         path = self.storage.blob_path(info.digest)
         if path is not None:
             return BlobFileResponse(path, info.digest, headers)
@@ -206,6 +212,20 @@ class BlobService:
         response = web.StreamResponse(status=200, headers=blob_headers(digest))
         if download.size is not None:
             response.content_length = download.size
+        self.metrics.streams_in_flight.inc()
+        try:
+            return await self._relay(request, route, digest, download, response)
+        finally:
+            self.metrics.streams_in_flight.dec()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        route: Route,
+        digest: Digest,
+        download: BlobDownload,
+        response: web.StreamResponse,
+    ) -> web.StreamResponse:
         hasher = digest.hasher()
         inline = bytearray() if (download.size or 0) <= INLINE_LIMIT else None
         held: bytes | None = None
@@ -250,6 +270,7 @@ class BlobService:
         if not client_gone:
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
+        self.metrics.bytes_served.labels("upstream").inc(download.bytes_read)
         data = bytes(inline) if inline is not None else None
         await self._enqueue(route, digest, download.bytes_read, data)
         return response

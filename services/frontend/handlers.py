@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from ..common.errors import Denied, NameUnknown, PaginationInvalid
+from ..common.metrics import CONTENT_TYPE_LATEST
 from ..common.oci import RepositoryName
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
 from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers, parse_action
 from .blobs import BlobService
+from .middlewares import ROUTE_LABEL
 from .pull import PullThrough
 
 PULL = web.AppKey("pull", PullThrough)
@@ -29,6 +32,7 @@ def _route(request: web.Request, name: RepositoryName) -> Route:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     action = parse_action(request.method, request.match_info.get("tail", ""))
+    request[ROUTE_LABEL] = action.route_label
     match action:
         case ApiBase():
             return web.json_response({})
@@ -122,6 +126,18 @@ async def catalog(request: web.Request) -> web.Response:
             names.append(name)
     page, next_query = _page(request, names)
     return web.json_response({"repositories": page}, headers=_link("/v2/_catalog", next_query))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        depth = await asyncio.wait_for(runtime.queue.depth(), timeout=1.0)
+        runtime.metrics.queue_depth.set(depth)
+    except Exception:  # the queue being down is reported by registry_caching_degraded
+        pass
+    return web.Response(
+        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

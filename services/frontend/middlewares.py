@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..common.errors import NotFound, RegistryError, SizeInvalid, Unsupported
+from ..common.runtime import RUNTIME
 
 log = logging.getLogger("simple_registry.frontend")
 
@@ -52,6 +54,29 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         # Never a traceback to the client; the log has it.
         log.exception("unhandled error method=%s path=%s", request.method, request.path)
         return error_response(RegistryError("internal error; see the registry log"))
+
+
+ROUTE_LABEL = web.RequestKey("route_label", str)
+
+
+@web.middleware
+async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[RUNTIME].metrics
+        route = request.get(ROUTE_LABEL, "other")
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.request_duration.labels(route, request.method).observe(
+            time.perf_counter() - started
+        )
 
 
 async def add_api_version_header(request: web.Request, response: web.StreamResponse) -> None:

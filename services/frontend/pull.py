@@ -23,6 +23,7 @@ from ..common.errors import (
     RegistryError,
     TooManyRequests,
 )
+from ..common.metrics import Metrics
 from ..common.oci import Digest, Tag
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route
@@ -107,8 +108,9 @@ class RecentManifests:
 class JobSubmitter:
     """Enqueues cache jobs; a queue outage degrades caching, never a pull."""
 
-    def __init__(self, queue: JobQueue):
+    def __init__(self, queue: JobQueue, metrics: Metrics):
         self._queue = queue
+        self.metrics = metrics
         self.degraded = False
 
     async def submit(self, job: CacheJob) -> None:
@@ -116,10 +118,12 @@ class JobSubmitter:
             await self._queue.enqueue(job)
         except QueueUnavailable as error:
             if not self.degraded:
+                self.metrics.caching_degraded.set(1)
                 log.warning("caching degraded: cannot enqueue cache jobs (%s)", error)
             self.degraded = True
             return
         if self.degraded:
+            self.metrics.caching_degraded.set(0)
             log.info("caching resumed: cache jobs are enqueued again")
             self.degraded = False
 
@@ -129,8 +133,12 @@ class PullThrough:
         self.runtime = runtime
         self.storage = runtime.storage
         self.recent = RecentManifests()
-        self.jobs = JobSubmitter(runtime.queue)
+        self.jobs = JobSubmitter(runtime.queue, runtime.metrics)
         self.max_manifest_size = runtime.settings.global_.max_manifest_size
+        self.metrics = runtime.metrics
+
+    def _count(self, result: str) -> None:
+        self.metrics.cache.labels("manifest", result).inc()
 
     def clients(self, route: Route) -> list[UpstreamClient]:
         return self.runtime.upstreams.clients(route.repository.name)
@@ -156,6 +164,7 @@ class PullThrough:
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
         cached = await self._cached_tag(route, tag)
         if cached is not None and route.repository.is_immutable(tag.value):
+            self._count("hit")
             return _local(cached)
         upstream_accept = accept_header(accept)
         try:
@@ -167,6 +176,7 @@ class PullThrough:
                     ),
                 )
                 if head.digest == cached.digest:
+                    self._count("revalidated")
                     return _local(cached)
             fetched, digest = await self._fetch_manifest(route, tag.value, upstream_accept, None)
         except UpstreamError as error:
@@ -178,10 +188,12 @@ class PullThrough:
                     cached.digest,
                     error,
                 )
+                self._count("stale")
                 return _local(cached, warning=STALE_WARNING)
             raise upstream_error_to_registry(
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
+        self._count("miss")
         await self._enqueue_manifest(route, digest, fetched, tag.value)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
@@ -190,9 +202,11 @@ class PullThrough:
     ) -> ManifestAnswer:
         record = await self.storage.get_revision(route.storage_name, digest)
         if record is not None and await self.storage.blob_info(digest) is not None:
+            self._count("hit")
             return _local(record)
         recent = self.recent.get(route.storage_name, str(digest))
         if recent is not None:
+            self._count("hit")
             return ManifestAnswer(str(digest), recent.media_type, len(recent.data), recent.data)
         try:
             fetched, _ = await self._fetch_manifest(
@@ -202,6 +216,7 @@ class PullThrough:
             raise upstream_error_to_registry(
                 error, ManifestUnknown("manifest unknown", detail={"digest": str(digest)})
             ) from error
+        self._count("miss")
         await self._enqueue_manifest(route, digest, fetched, None)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 

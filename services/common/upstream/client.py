@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 
 from ..config import UpstreamSettings
+from ..metrics import Metrics
 from ..oci import MANIFEST_MEDIA_TYPES
 from .auth import DEFAULT_TOKEN_LIFETIME_SECS, Challenge, TokenCache, basic_header, parse_challenge
 
@@ -153,8 +154,10 @@ class UpstreamClient:
         session: aiohttp.ClientSession,
         tokens: TokenCache,
         repository: str,
+        metrics: Metrics,
     ):
         self.settings = settings
+        self.metrics = metrics
         self.session = session
         self.tokens = tokens
         self.repository = repository
@@ -176,6 +179,9 @@ class UpstreamClient:
     def log_fetch(
         self, method: str, name: str, reference: str, status: int | str, size: int, started: float
     ) -> None:
+        self.metrics.upstream_requests.labels(self.host, method, str(status)).inc()
+        if size:
+            self.metrics.upstream_bytes.labels(self.host).inc(size)
         log.info(
             "upstream fetch repository=%s upstream=%s name=%s reference=%s method=%s "
             "status=%s bytes=%d duration_ms=%.1f",
@@ -326,6 +332,7 @@ class UpstreamClient:
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise UpstreamUnavailable(self.host, f"{method} failed: {error!r}") from error
+            self._track_rate_limit(response)
             location = response.headers.get("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
                 return response
@@ -336,6 +343,14 @@ class UpstreamClient:
             if response.status == 303:
                 method = "GET"
         raise UpstreamUnavailable(self.host, f"more than {self.settings.max_redirect} redirects")
+
+    def _track_rate_limit(self, response: aiohttp.ClientResponse) -> None:
+        # Docker Hub: "ratelimit-remaining: 76;w=21600".
+        remaining = response.headers.get("ratelimit-remaining")
+        if remaining:
+            count = remaining.split(";", 1)[0].strip()
+            if count.isdigit():
+                self.metrics.ratelimit_remaining.labels(self.host).set(int(count))
 
     def _raise_for_status(self, response: aiohttp.ClientResponse, what: str) -> None:
         status = response.status

@@ -8,6 +8,7 @@ from typing import TypeVar
 import aiohttp
 
 from ..config import RepositorySettings
+from ..metrics import Metrics
 from .auth import TokenCache
 from .client import (
     UpstreamClient,
@@ -25,11 +26,14 @@ class UpstreamPool:
     """One `UpstreamClient` per configured upstream; all share one session and token cache."""
 
     def __init__(
-        self, repositories: Mapping[str, RepositorySettings], session: aiohttp.ClientSession
+        self,
+        repositories: Mapping[str, RepositorySettings],
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
     ):
         self.tokens = TokenCache()
         self._clients = {
-            name: [UpstreamClient(u, session, self.tokens, name) for u in repo.upstreams]
+            name: [UpstreamClient(u, session, self.tokens, name, metrics) for u in repo.upstreams]
             for name, repo in repositories.items()
         }
 

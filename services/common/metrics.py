@@ -1,0 +1,106 @@
+"""Prometheus metrics. Label values are bounded: routes, methods, statuses, kinds, outcomes
+and configured upstream hosts — never a repository name, a tag or a digest."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+
+
+class Metrics:
+    """One set of metrics per process, in its own registry (tests run several apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "registry_http_requests_total",
+            "HTTP requests answered",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "registry_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the end of the body)",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "registry_cache_lookups_total",
+            "Manifest and blob lookups by result (hit, miss, stale, revalidated)",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "registry_upstream_requests_total",
+            "Requests to upstream registries",
+            ["upstream", "method", "status"],
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "registry_upstream_bytes_total",
+            "Bytes received from upstream registries",
+            ["upstream"],
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            "registry_bytes_served_total",
+            "Blob and manifest bytes sent to clients",
+            ["source"],
+            registry=r,
+        )
+        self.streams_in_flight = Gauge(
+            "registry_upstream_streams_in_flight",
+            "Blob downloads streaming from upstream now",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "registry_cache_queue_depth", "Cache jobs waiting or in progress", registry=r
+        )
+        self.jobs = Counter(
+            "registry_cache_jobs_total",
+            "Cache jobs finished by outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "registry_cache_job_duration_seconds",
+            "Time to run one cache job",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.caching_degraded = Gauge(
+            "registry_caching_degraded", "1 while cache jobs cannot be enqueued", registry=r
+        )
+        self.ratelimit_remaining = Gauge(
+            "registry_upstream_ratelimit_remaining",
+            "The upstream's last reported ratelimit-remaining",
+            ["upstream"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
