@@ -1,3 +1,8 @@
 """Shared fixtures: real servers (tests/fixtures/) for every test module."""
 
-pytest_plugins = ["tests.fixtures.plugin", "tests.fixtures.mirror"]
+pytest_plugins = [
+    "tests.fixtures.plugin",
+    "tests.fixtures.mirror",
+    "tests.fixtures.redis_server",
+    "tests.fixtures.s3_server",
+]

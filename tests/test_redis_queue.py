@@ -21,7 +21,6 @@ from services.common.queue.redis import DEAD, JOBS, RedisQueue, queue_key
 if TYPE_CHECKING:
     from tests.fixtures.redis_server import RedisServer
 
-pytest_plugins = ["tests.fixtures.redis_server"]  # the `redis_server` fixture
 
 T = TypeVar("T")
 DIGEST = "sha256:" + "ab" * 32

@@ -6,11 +6,12 @@ link (revision, tag, layer) that points at them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from ..common.oci import Digest
-from ..common.queue import CacheJob, JobKind, JobQueue
+from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route, Router
 from ..common.storage import DigestMismatch, ManifestRecord, RegistryStorage
 from ..common.upstream import UpstreamError
@@ -19,8 +20,10 @@ from ..common.upstream.pool import UpstreamPool, first_answer
 
 log = logging.getLogger("simple_registry.cacher")
 
-# Another cacher holds the fetch lock of this digest for at most this long.
-FETCH_LOCK_SECS = 15 * 60
+# The fetch lock of a digest lives this long unless its holder refreshes it, so the lock of
+# a cacher that was killed mid-fetch frees itself quickly.
+FETCH_LOCK_SECS = 30.0
+FETCH_LOCK_REFRESH_SECS = 10.0
 
 
 class JobDeferred(Exception):
@@ -123,6 +126,7 @@ class JobHandler:
         if not await self.queue.try_lock(lock, FETCH_LOCK_SECS):
             raise JobDeferred(f"{digest} is being fetched by another cacher")
         started = time.monotonic()
+        keeper = asyncio.create_task(self._keep_lock(lock))
         try:
             download = await first_answer(
                 self._clients(route),
@@ -154,7 +158,18 @@ class JobHandler:
         except ValueError as error:  # the size limit, hit while streaming
             raise PermanentJobError(str(error)) from error
         finally:
+            keeper.cancel()
             await self.queue.unlock(lock)
+
+    async def _keep_lock(self, lock: str) -> None:
+        while True:
+            await asyncio.sleep(FETCH_LOCK_REFRESH_SECS)
+            try:
+                if not await self.queue.refresh_lock(lock, FETCH_LOCK_SECS):
+                    log.warning("lost the fetch lock %s; another cacher may fetch too", lock)
+                    return
+            except QueueUnavailable:
+                pass  # the lock expires by itself; the fetch goes on
 
 
 def download_host(route: Route) -> str:

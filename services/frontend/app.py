@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> web.Application:
         try:
             yield
         finally:
+            await pull.jobs.flush()
             await runtime.close()
 
     app.cleanup_ctx.append(runtime_context)

@@ -149,19 +149,19 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     ready = True
     try:
-        await runtime.storage.objects.ping()
+        await asyncio.wait_for(runtime.storage.objects.ping(), 5.0)
         checks["storage"] = "ok"
     except Exception as error:
         checks["storage"] = f"unavailable: {error}"
         ready = False
     try:
-        await runtime.queue.ping()
+        await asyncio.wait_for(runtime.queue.ping(), 2.0)
         checks["queue"] = "ok"
     except Exception as error:
         # Caching is degraded, pulls still work: still ready.
         checks["queue"] = f"degraded: {error}"
-    if request.app[PULL].jobs.degraded and checks["queue"] == "ok":
-        checks["queue"] = "recovering"
+    if checks["queue"] == "ok":
+        request.app[PULL].jobs.queue_reachable()
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,

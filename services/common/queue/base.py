@@ -62,5 +62,9 @@ class JobQueue(abc.ABC):
         """Take a short-lived lock (one fetch per digest at a time); True when taken."""
         return True
 
+    async def refresh_lock(self, key: str, ttl_secs: float) -> bool:
+        """Keep holding a lock taken with `try_lock`; False when it was lost."""
+        return True
+
     async def unlock(self, key: str) -> None:  # noqa: B027 - optional hook
         pass

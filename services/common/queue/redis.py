@@ -97,6 +97,15 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
+# Extend the lock only while we still hold it (a lock that expired and was taken by another
+# cacher must not be extended by us).
+_REFRESH_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -134,6 +143,7 @@ class RedisQueue(JobQueue):
     _promote_due: AsyncScript
     _dead_letter: AsyncScript
     _unlock: AsyncScript
+    _refresh_lock: AsyncScript
 
     def __init__(
         self,
@@ -181,6 +191,7 @@ class RedisQueue(JobQueue):
             self._promote_due = self._client.register_script(_PROMOTE_DUE)
             self._dead_letter = self._client.register_script(_DEAD_LETTER)
             self._unlock = self._client.register_script(_UNLOCK)
+            self._refresh_lock = self._client.register_script(_REFRESH_LOCK)
         return self._client
 
     async def open(self) -> None:
@@ -398,6 +409,16 @@ class RedisQueue(JobQueue):
                 queue_key(self._lock_prefix, key), self._token, nx=True, px=ttl_ms
             )
         return bool(taken)
+
+    async def refresh_lock(self, key: str, ttl_secs: float) -> bool:
+        ttl_ms = max(1, int(ttl_secs * 1000))
+        with _unavailable("refresh_lock"):
+            kept = await self._refresh_lock(
+                keys=[queue_key(self._lock_prefix, key)],
+                args=[self._token, ttl_ms],
+                client=self._redis,
+            )
+        return bool(kept)
 
     async def unlock(self, key: str) -> None:
         """Release the lock if this instance holds it. Failures are only logged: the lock
