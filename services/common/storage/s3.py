@@ -18,6 +18,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aioboto3
 import aiohttp
@@ -200,12 +201,22 @@ class S3ObjectStore(ObjectStore):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def _addressing_style(self) -> str:
+        """Path-style for S3-compatible servers (MinIO, Ceph, moto: no wildcard DNS needed);
+        AWS itself wants virtual-hosted style (new buckets refuse path-style)."""
+        endpoint = self.settings.endpoint
+        if (
+            endpoint is None
+            or urlsplit(endpoint).hostname in (None, "")
+            or str(urlsplit(endpoint).hostname).endswith(".amazonaws.com")
+        ):
+            return "virtual"
+        return "path"
+
     def _config(self) -> Config:
         return Config(
             signature_version="s3v4",
-            # Path-style works with every S3-compatible server (MinIO, Ceph, moto) and with
-            # bucket names that contain dots.
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": self._addressing_style()},
             retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
             connect_timeout=CONNECT_TIMEOUT_SECS,
             read_timeout=READ_TIMEOUT_SECS,
