@@ -217,3 +217,32 @@ def test_an_upstream_with_token_auth_is_pulled_through_and_its_token_is_reused(
     skopeo_copy(through(mirror, image), tmp_path / "two")  # mutable tag: one HEAD upstream
     assert token_server.requests_since(mark) == []
     assert upstream_token.password not in mirror.log()
+
+
+@pytest.mark.timeout(600)
+def test_a_cold_pull_fetches_each_blob_from_upstream_once_the_cacher_commits_the_spooled_bytes(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    tmp_path: Path,
+) -> None:
+    image = pushed_images.get(upstream, "large", tag="1.0", size_mib=100)
+    mirror = hub(mirror_factory, upstream)
+    mark = upstream.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "cold", timeout_s=300)
+    settle(mirror, image)
+    blob_gets = [
+        r.path
+        for r in upstream.settled_requests_since(mark)
+        if r.method == "GET" and "/blobs/" in r.path
+    ]
+    assert sorted(blob_gets) == sorted(f"/v2/{image.name}/blobs/{d}" for d in image.blob_digests)
+    assert "committed staged blob" in mirror.log()
+    assert (
+        list(
+            (mirror.data_root / "_staging").glob(
+                f"*{max(image.blobs, key=lambda b: b.size).digest[7:]}*"
+            )
+        )
+        == []
+    )

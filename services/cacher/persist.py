@@ -112,6 +112,8 @@ class JobHandler:
                     await self.storage.put_blob_bytes(digest, job.data)
                 except DigestMismatch as error:
                     raise UpstreamCorrupt(route.repository.name, str(error)) from error
+            elif job.staged is not None and await self.storage.commit_staged(job.staged, digest):
+                log.info("committed staged blob name=%s digest=%s", route.storage_name, digest)
             else:
                 await self._fetch_blob(route, digest)
             info = await self.storage.blob_info(digest)

@@ -102,6 +102,9 @@ class GlobalSettings:
     enable_blob_redirect: bool = True
     default_repository: str | None = None
     access_policy: AccessPolicy = AccessPolicy()
+    # Circuit breaker: consecutive failures that open it, and how long it stays open.
+    upstream_failure_threshold: int = 3
+    upstream_cooldown_secs: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,8 @@ class RepositorySettings:
     immutable_tags_exclusions: tuple[re.Pattern[str], ...]
     namespace: str | None = None
     access_policy: AccessPolicy = AccessPolicy()
+    # A mutable tag checked upstream less than this long ago is answered from cache.
+    manifest_check_interval_secs: float = 0.0
 
     def is_immutable(self, tag: str) -> bool:
         if not self.immutable_tags:
@@ -492,6 +497,12 @@ def _parse_global(table: _Table | None, ignored: list[str]) -> GlobalSettings:
         ),
         default_repository=default_repository,
         access_policy=policy or AccessPolicy(),
+        upstream_failure_threshold=table.integer(
+            "upstream_failure_threshold", _GLOBAL_DEFAULTS.upstream_failure_threshold, minimum=1
+        ),
+        upstream_cooldown_secs=table.number(
+            "upstream_cooldown_secs", _GLOBAL_DEFAULTS.upstream_cooldown_secs
+        ),
     )
     _ignore(table, _IGNORED_GLOBAL, ignored)
     table.finish()
@@ -608,6 +619,7 @@ def _parse_repositories(
             immutable_tags_exclusions=exclusions,
             namespace=namespace,
             access_policy=policy or global_.access_policy,
+            manifest_check_interval_secs=repo.number("manifest_check_interval", 0.0),
         )
         _ignore(repo, _IGNORED_REPOSITORY, ignored)
         repo.finish()

@@ -81,7 +81,12 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
         storage=RegistryStorage(objects),
         queue=queue,
         session=session,
-        upstreams=UpstreamPool(settings.repositories, session, metrics),
+        upstreams=UpstreamPool(
+            settings.repositories,
+            session,
+            metrics,
+            (settings.global_.upstream_failure_threshold, settings.global_.upstream_cooldown_secs),
+        ),
         router=Router(settings.repositories, settings.global_.default_repository),
         metrics=metrics,
     )

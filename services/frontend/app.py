@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from ..common.config import Settings
-from ..common.runtime import RUNTIME, open_runtime
+from ..common.runtime import RUNTIME, Runtime, open_runtime
+from ..common.storage.fs import FsObjectStore
+from ..common.storage.layout import STAGING_PREFIX
 from .blobs import BlobService
+from .fanout import Fanout
 from .handlers import BLOBS, PULL, dispatch, healthz, metrics, readyz
 from .middlewares import add_api_version_header, oci_errors, request_metrics
 from .pull import PullThrough
 
 # Registry requests have no body (pushes are refused), so a small cap suffices.
 MAX_REQUEST_BODY = 64 * 1024
+
+
+def _fanout_for(runtime: Runtime) -> tuple[Fanout, Callable[[Path], str] | None]:
+    """With filesystem storage, spool into its staging folder so that the cacher can commit
+    the spooled bytes by a rename; otherwise spool into a local temporary folder."""
+    objects = runtime.storage.objects
+    if isinstance(objects, FsObjectStore):
+        return Fanout(objects.root / STAGING_PREFIX), lambda path: f"{STAGING_PREFIX}/{path.name}"
+    return Fanout(Path(tempfile.gettempdir()) / f"simple-registry-spool-{os.getpid()}"), None
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -29,10 +44,13 @@ def create_app(settings: Settings) -> web.Application:
         app[RUNTIME] = runtime
         pull = PullThrough(runtime)
         app[PULL] = pull
-        app[BLOBS] = BlobService(runtime, pull.jobs)
+        fanout, staging_key = _fanout_for(runtime)
+        fanout.sweep_stale()
+        app[BLOBS] = BlobService(runtime, pull.jobs, fanout, staging_key)
         try:
             yield
         finally:
+            await fanout.close()
             await pull.jobs.flush()
             await runtime.close()
 

@@ -9,14 +9,21 @@ clean finish, and nothing is enqueued for caching.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..common.errors import BlobUnknown, RangeNotSatisfiable, RegistryError, SizeInvalid
+from ..common.errors import (
+    BackendUnavailable,
+    BlobUnknown,
+    RangeNotSatisfiable,
+    RegistryError,
+    SizeInvalid,
+)
 from ..common.oci import BLOB_CONTENT_TYPE, Digest
 from ..common.queue import CacheJob, JobKind
 from ..common.queue.jobs import INLINE_LIMIT
@@ -30,6 +37,7 @@ from ..common.upstream import (
 )
 from ..common.upstream.client import BlobDownload, UpstreamClient
 from ..common.upstream.pool import first_answer
+from .fanout import Fanout, Spool
 from .pull import JobSubmitter, upstream_error_to_registry
 
 log = logging.getLogger("simple_registry.frontend")
@@ -96,7 +104,15 @@ def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
 
 
 class BlobService:
-    def __init__(self, runtime: Runtime, jobs: JobSubmitter):
+    def __init__(
+        self,
+        runtime: Runtime,
+        jobs: JobSubmitter,
+        fanout: Fanout,
+        staging_key: Callable[[Path], str] | None,
+    ):
+        self.fanout = fanout
+        self.staging_key = staging_key
         self.runtime = runtime
         self.storage = runtime.storage
         self.jobs = jobs
@@ -208,72 +224,56 @@ class BlobService:
     async def _stream_from_upstream(
         self, request: web.Request, route: Route, digest: Digest
     ) -> web.StreamResponse:
-        download = await self._open_upstream(route, digest)
+        spool = self.fanout.active(digest)
+        if spool is None:
+            download = await self._open_upstream(route, digest)
+            try:
+                spool = self.fanout.start(
+                    digest,
+                    download,
+                    self.max_blob_size,
+                    lambda finished, size: self._spooled(route, finished, size),
+                )
+            except OSError as error:
+                await download.__aexit__(type(error), error, None)
+                log.error("cannot create a spool file for %s: %s", digest, error)
+                raise BackendUnavailable("the registry cannot spool the download") from error
+        else:
+            self.metrics.cache.labels("blob", "coalesced").inc()
         response = web.StreamResponse(status=200, headers=blob_headers(digest))
-        if download.size is not None:
-            response.content_length = download.size
+        if spool.size is not None:
+            response.content_length = spool.size
         self.metrics.streams_in_flight.inc()
         try:
-            return await self._relay(request, route, digest, download, response)
+            ok = await spool.stream_to(request, response)
         finally:
             self.metrics.streams_in_flight.dec()
-
-    async def _relay(
-        self,
-        request: web.Request,
-        route: Route,
-        digest: Digest,
-        download: BlobDownload,
-        response: web.StreamResponse,
-    ) -> web.StreamResponse:
-        hasher = digest.hasher()
-        inline = bytearray() if (download.size or 0) <= INLINE_LIMIT else None
-        held: bytes | None = None
-        client_gone = False
-        async with download:
-            await response.prepare(request)
-            try:
-                async for chunk in download.chunks():
-                    hasher.update(chunk)
-                    if inline is not None:
-                        inline += chunk
-                        if len(inline) > INLINE_LIMIT:
-                            inline = None
-                    if self.max_blob_size is not None and download.bytes_read > self.max_blob_size:
-                        raise _Abort("blob exceeds max_blob_size while streaming")
-                    if held is not None and not client_gone:
-                        client_gone = not await _write(response, held)
-                    held = chunk
-            except (UpstreamError, _Abort) as error:
-                log.error(
-                    "blob stream aborted name=%s digest=%s reason=%s",
-                    route.storage_name,
-                    digest,
-                    error,
-                )
-                _abort(request)
-                return response
-            actual = f"{digest.algorithm}:{hasher.hexdigest()}"
-            if actual != str(digest):
-                log.error(
-                    "upstream blob digest mismatch name=%s expected=%s actual=%s bytes=%d: "
-                    "transfer aborted, nothing cached",
-                    route.storage_name,
-                    digest,
-                    actual,
-                    download.bytes_read,
-                )
-                _abort(request)
-                return response
-        if held is not None and not client_gone:
-            client_gone = not await _write(response, held)
-        if not client_gone:
-            with contextlib.suppress(ConnectionError):
-                await response.write_eof()
-        self.metrics.bytes_served.labels("upstream").inc(download.bytes_read)
-        data = bytes(inline) if inline is not None else None
-        await self._enqueue(route, digest, download.bytes_read, data)
+        if not response.prepared:
+            # The spool was already handed to the cacher and committed: a hit now.
+            return await self.serve(request, route, digest)
+        if ok:
+            self.metrics.bytes_served.labels("upstream").inc(spool.written)
         return response
+
+    async def _spooled(self, route: Route, spool: Spool, size: int) -> None:
+        """A download finished and verified: hand it to the cacher."""
+        staged = None
+        data = None
+        if size <= INLINE_LIMIT:
+            data = await asyncio.to_thread(spool.path.read_bytes)
+        elif self.staging_key is not None:
+            staged = self.staging_key(spool.path)
+        job = CacheJob(
+            kind=JobKind.BLOB,
+            repository=route.repository.name,
+            remote_name=route.remote_name,
+            digest=str(spool.digest),
+            size=size,
+            data=data,
+            staged=staged,
+        )
+        if await self.jobs.submit_now(job) and staged is not None:
+            spool.handed_over = True
 
     async def _enqueue(
         self, route: Route, digest: Digest, size: int | None, data: bytes | None
@@ -288,23 +288,3 @@ class BlobService:
                 data=data,
             )
         )
-
-
-class _Abort(Exception):
-    pass
-
-
-async def _write(response: web.StreamResponse, chunk: bytes) -> bool:
-    """Write to the client; False once the client has gone (the download goes on so that
-    its bytes can still be verified and cached)."""
-    try:
-        await response.write(chunk)
-    except ConnectionError:
-        return False
-    return True
-
-
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()

@@ -159,6 +159,14 @@ class JobSubmitter:
                 self.dropped,
             )
 
+    async def submit_now(self, job: CacheJob) -> bool:
+        """Enqueue and wait for the answer (from background work only); True when queued."""
+        if self.degraded and time.monotonic() < self._next_probe:
+            self.dropped += 1
+            return False
+        await self._enqueue(job)
+        return not self.degraded
+
     def queue_reachable(self) -> None:
         """A health check reached the queue: try the next job at once."""
         self._next_probe = 0.0
@@ -177,6 +185,17 @@ class PullThrough:
         self.jobs = JobSubmitter(runtime.queue, runtime.metrics)
         self.max_manifest_size = runtime.settings.global_.max_manifest_size
         self.metrics = runtime.metrics
+        # When this frontend last saw the upstream confirm a cached tag (losing it costs a HEAD).
+        self._last_checked: dict[tuple[str, str], float] = {}
+
+    def _checked_recently(self, route: Route, tag: Tag, cached: ManifestRecord) -> bool:
+        interval = route.repository.manifest_check_interval_secs
+        if interval <= 0:
+            return False
+        if time.time() - cached.updated_at < interval:
+            return True
+        checked = self._last_checked.get((route.storage_name, tag.value))
+        return checked is not None and time.monotonic() - checked < interval
 
     def _count(self, result: str) -> None:
         self.metrics.cache.labels("manifest", result).inc()
@@ -204,7 +223,9 @@ class PullThrough:
 
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
         cached = await self._cached_tag(route, tag)
-        if cached is not None and route.repository.is_immutable(tag.value):
+        if cached is not None and (
+            route.repository.is_immutable(tag.value) or self._checked_recently(route, tag, cached)
+        ):
             self._count("hit")
             return _local(cached)
         upstream_accept = accept_header(accept)
@@ -217,6 +238,7 @@ class PullThrough:
                     ),
                 )
                 if head.digest == cached.digest:
+                    self._last_checked[(route.storage_name, tag.value)] = time.monotonic()
                     self._count("revalidated")
                     return _local(cached)
             fetched, digest = await self._fetch_manifest(route, tag.value, upstream_accept, None)

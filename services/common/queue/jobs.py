@@ -40,6 +40,9 @@ class CacheJob:
     attempt: int = 0
     enqueued_at: float = field(default_factory=time.time)
     last_error: str | None = None
+    # Blob bytes a frontend already downloaded and verified, waiting in storage under this
+    # key for the cacher to check and commit (instead of fetching them a second time).
+    staged: str | None = None
     version: int = JOB_VERSION
 
     @property
@@ -67,6 +70,7 @@ class CacheJob:
             "attempt": self.attempt,
             "enqueued_at": self.enqueued_at,
             "last_error": self.last_error,
+            "staged": self.staged,
         }
         return msgpack.packb(payload, use_bin_type=True)
 
@@ -92,6 +96,7 @@ class CacheJob:
                 attempt=int(payload.get("attempt", 0)),
                 enqueued_at=float(payload.get("enqueued_at", 0.0)),
                 last_error=payload.get("last_error"),
+                staged=payload.get("staged"),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise UnsupportedJobVersion(f"malformed job payload: {error}") from error

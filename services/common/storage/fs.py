@@ -173,6 +173,21 @@ class FsObjectStore(ObjectStore):
         finally:
             await asyncio.to_thread(file.close)
 
+    async def promote(self, source: str, destination: str) -> None:
+        await asyncio.to_thread(self._rename, self.path(source), self.path(destination))
+
+    def _rename(self, source: Path, destination: Path) -> None:
+        if self.sync_to_disk:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, destination)
+        if self.sync_to_disk:
+            self.fsync_dir(destination.parent)
+
     def local_path(self, key: str) -> Path | None:
         return self.path(key)
 

@@ -13,6 +13,7 @@ content. Names, tags and digests reaching this module are validated types.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -47,6 +48,11 @@ class ManifestRecord:
 class BlobInfo:
     digest: Digest
     size: int
+
+
+STAGING_PREFIX = "_staging"
+# A staged key comes back inside a cache job: accept only what a frontend could have made.
+STAGED_KEY_RE = re.compile(r"^_staging/[a-z0-9]+-[a-f0-9]{64,128}\.[a-f0-9]{32}$")
 
 
 def blob_key(digest: Digest) -> str:
@@ -131,6 +137,22 @@ class RegistryStorage:
         async with await self.blob_writer(digest) as writer:
             await writer.write(data)
             await writer.commit()
+
+    async def commit_staged(self, staged_key: str, digest: Digest) -> bool:
+        """Verify bytes a frontend staged and publish them as the blob; False (and the
+        staged object removed) when they are missing, incomplete or wrong."""
+        if not STAGED_KEY_RE.match(staged_key):
+            return False
+        if await self.objects.stat(staged_key) is None:
+            return False
+        hasher = digest.hasher()
+        async for chunk in self.objects.read(staged_key):
+            hasher.update(chunk)
+        if hasher.hexdigest() != digest.hex:
+            await self.objects.delete(staged_key)
+            return False
+        await self.objects.promote(staged_key, blob_key(digest))
+        return True
 
     # -- manifests and tags -----------------------------------------------------------------
 

@@ -81,6 +81,19 @@ class ObjectStore(abc.ABC):
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes `start` to `end` (exclusive) of a committed key."""
 
+    async def promote(self, source: str, destination: str) -> None:
+        """Publish the committed object `source` under `destination` and remove `source`.
+        The generic way copies; a backend that can rename does."""
+        writer = await self.writer(destination)
+        try:
+            async for chunk in self.read(source):
+                await writer.write(chunk)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        await self.delete(source)
+
     def local_path(self, key: str) -> Path | None:
         """A file the OS can sendfile from, where the backend has one."""
         return None

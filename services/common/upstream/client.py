@@ -24,6 +24,7 @@ from ..config import UpstreamSettings
 from ..metrics import Metrics
 from ..oci import MANIFEST_MEDIA_TYPES
 from .auth import DEFAULT_TOKEN_LIFETIME_SECS, Challenge, TokenCache, basic_header, parse_challenge
+from .health import Refused, UpstreamHealth
 
 log = logging.getLogger("simple_registry.upstream")
 
@@ -116,6 +117,7 @@ class BlobDownload:
                 self.bytes_read += len(chunk)
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as error:
+            self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
             raise UpstreamUnavailable(
                 self._upstream.host, f"blob download interrupted: {error!r}"
             ) from error
@@ -155,9 +157,11 @@ class UpstreamClient:
         tokens: TokenCache,
         repository: str,
         metrics: Metrics,
+        health: UpstreamHealth | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
+        self.health = health or UpstreamHealth(settings.host, 3, 30.0)
         self.session = session
         self.tokens = tokens
         self.repository = repository
@@ -292,6 +296,31 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         """Send a request to the upstream, authenticating as challenged and following
         redirects; the caller releases the returned response."""
+        try:
+            probe = self.health.before_request()
+        except Refused as refused:
+            if refused.rate_limited:
+                raise UpstreamRateLimited(self.host, str(refused), refused.retry_after) from None
+            raise UpstreamUnavailable(self.host, str(refused)) from None
+        try:
+            response = await self._authenticated_request(method, name, path, headers)
+        except UpstreamDenied:
+            self.health.succeeded(probe)  # it answered: healthy, just not for us
+            raise
+        except UpstreamError as error:
+            self.health.failed(probe, error.message)
+            raise
+        if response.status == 429:
+            self.health.rate_limited(probe, _retry_after(response.headers.get("Retry-After")))
+        elif response.status >= 500:
+            self.health.failed(probe, f"{method} answered {response.status}")
+        else:
+            self.health.succeeded(probe)
+        return response
+
+    async def _authenticated_request(
+        self, method: str, name: str, path: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
         url = f"{self.settings.base_url}/v2/{name}/{path}"
         headers = {"Accept-Encoding": "identity", **headers}
         refreshed = False

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from ..config import RepositorySettings
+from ..config import RepositorySettings, UpstreamSettings
 from ..metrics import Metrics
 from .auth import TokenCache
 from .client import (
@@ -18,6 +18,7 @@ from .client import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from .health import UpstreamHealth
 
 T = TypeVar("T")
 
@@ -30,12 +31,23 @@ class UpstreamPool:
         repositories: Mapping[str, RepositorySettings],
         session: aiohttp.ClientSession,
         metrics: Metrics,
+        breaker: tuple[int, float] = (3, 30.0),
     ):
         self.tokens = TokenCache()
+        self._health: dict[str, UpstreamHealth] = {}
         self._clients = {
-            name: [UpstreamClient(u, session, self.tokens, name, metrics) for u in repo.upstreams]
+            name: [
+                UpstreamClient(u, session, self.tokens, name, metrics, self._health_of(u, breaker))
+                for u in repo.upstreams
+            ]
             for name, repo in repositories.items()
         }
+
+    def _health_of(self, upstream: UpstreamSettings, breaker: tuple[int, float]) -> UpstreamHealth:
+        # One health record per upstream URL, shared by every repository that uses it.
+        if upstream.url not in self._health:
+            self._health[upstream.url] = UpstreamHealth(upstream.host, *breaker)
+        return self._health[upstream.url]
 
     def clients(self, repository: str) -> list[UpstreamClient]:
         return self._clients.get(repository, [])
