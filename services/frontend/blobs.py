@@ -30,6 +30,7 @@ from ..common.queue.jobs import INLINE_LIMIT
 from ..common.routing import Route
 from ..common.runtime import Runtime
 from ..common.storage import BlobInfo
+from ..common.storage.objects import StorageUnavailable
 from ..common.upstream import (
     UpstreamDenied,
     UpstreamError,
@@ -123,7 +124,11 @@ class BlobService:
         return self.runtime.upstreams.clients(route.repository.name)
 
     async def serve(self, request: web.Request, route: Route, digest: Digest) -> web.StreamResponse:
-        info = await self.storage.blob_info(digest)
+        try:
+            info = await self.storage.blob_info(digest)
+        except StorageUnavailable as error:
+            log.warning("storage unavailable, streaming %s from the upstream: %s", digest, error)
+            info = None
         if info is not None and await self._may_serve_cached(route, info):
             self.metrics.cache.labels("blob", "hit").inc()
             return await self._serve_cached(request, info)
@@ -135,8 +140,11 @@ class BlobService:
     async def _may_serve_cached(self, route: Route, info: BlobInfo) -> bool:
         """A stored blob is served under a name only once that name's upstream has shown it
         may have it (a link), so a private upstream's blob does not leak to another name."""
-        if await self.storage.has_layer_link(route.storage_name, info.digest):
-            return True
+        try:
+            if await self.storage.has_layer_link(route.storage_name, info.digest):
+                return True
+        except StorageUnavailable:
+            pass
         try:
             await first_answer(
                 self.clients(route),

@@ -9,8 +9,10 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..common.errors import NotFound, RegistryError, SizeInvalid, Unsupported
+from ..common.errors import BackendUnavailable, NotFound, RegistryError, SizeInvalid, Unsupported
+from ..common.queue import QueueUnavailable
 from ..common.runtime import RUNTIME
+from ..common.storage.objects import StorageUnavailable
 
 log = logging.getLogger("simple_registry.frontend")
 
@@ -46,6 +48,11 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except RegistryError as error:
         return error_response(error)
+    except (StorageUnavailable, QueueUnavailable) as error:
+        log.warning(
+            "backend unavailable method=%s path=%s: %s", request.method, request.path, error
+        )
+        return error_response(BackendUnavailable("storage unavailable; retry later"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and 304s are answers, not errors

@@ -31,6 +31,7 @@ from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route
 from ..common.runtime import Runtime
 from ..common.storage import ManifestRecord
+from ..common.storage.objects import StorageUnavailable
 from ..common.upstream import (
     UpstreamDenied,
     UpstreamError,
@@ -187,6 +188,9 @@ class PullThrough:
         self.metrics = runtime.metrics
         # When this frontend last saw the upstream confirm a cached tag (losing it costs a HEAD).
         self._last_checked: dict[tuple[str, str], float] = {}
+        self._in_flight: dict[
+            tuple[str, str, str], asyncio.Task[tuple[FetchedManifest, Digest]]
+        ] = {}
 
     def _checked_recently(self, route: Route, tag: Tag, cached: ManifestRecord) -> bool:
         interval = route.repository.manifest_check_interval_secs
@@ -213,13 +217,26 @@ class PullThrough:
         return await self._manifest_by_tag(route, reference, accept)
 
     async def _cached_tag(self, route: Route, tag: Tag) -> ManifestRecord | None:
-        record = await self.storage.get_tag(route.storage_name, tag.value)
-        if record is None:
-            return None
-        # A link is only written after its content, but content can be removed by hand.
-        if await self.storage.blob_info(Digest.parse(record.digest)) is None:
+        try:
+            record = await self.storage.get_tag(route.storage_name, tag.value)
+            if record is None:
+                return None
+            # A link is only written after its content, but content can be removed by hand.
+            if await self.storage.blob_info(Digest.parse(record.digest)) is None:
+                return None
+        except StorageUnavailable as error:
+            log.warning("storage unavailable, asking the upstream: %s", error)
             return None
         return record
+
+    async def _cached_revision(self, route: Route, digest: Digest) -> ManifestRecord | None:
+        try:
+            record = await self.storage.get_revision(route.storage_name, digest)
+            if record is not None and await self.storage.blob_info(digest) is not None:
+                return record
+        except StorageUnavailable as error:
+            log.warning("storage unavailable, asking the upstream: %s", error)
+        return None
 
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
         cached = await self._cached_tag(route, tag)
@@ -238,6 +255,8 @@ class PullThrough:
                     ),
                 )
                 if head.digest == cached.digest:
+                    if len(self._last_checked) > 100_000:
+                        self._last_checked.clear()
                     self._last_checked[(route.storage_name, tag.value)] = time.monotonic()
                     self._count("revalidated")
                     return _local(cached)
@@ -263,8 +282,8 @@ class PullThrough:
     async def _manifest_by_digest(
         self, route: Route, digest: Digest, accept: str | None
     ) -> ManifestAnswer:
-        record = await self.storage.get_revision(route.storage_name, digest)
-        if record is not None and await self.storage.blob_info(digest) is not None:
+        record = await self._cached_revision(route, digest)
+        if record is not None:
             self._count("hit")
             return _local(record)
         recent = self.recent.get(route.storage_name, str(digest))
@@ -293,7 +312,17 @@ class PullThrough:
             digest = _verified_digest(fetched, expected, client.host)
             return fetched, digest
 
-        fetched, digest = await first_answer(self.clients(route), fetch)
+        # Concurrent misses of one manifest share one upstream request; the fetch runs as
+        # its own task so that a client going away does not cancel it for the others.
+        key = (route.storage_name, reference, accept)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(first_answer(self.clients(route), fetch))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        else:
+            self._count("coalesced")
+        fetched, digest = await asyncio.shield(task)
         self.recent.put(route.storage_name, str(digest), fetched)
         return fetched, digest
 
@@ -316,7 +345,10 @@ class PullThrough:
     async def read_manifest_bytes(self, answer: ManifestAnswer) -> bytes:
         if answer.data is not None:
             return answer.data
-        data = await self.storage.read_blob(Digest.parse(answer.digest))
+        try:
+            data = await self.storage.read_blob(Digest.parse(answer.digest))
+        except StorageUnavailable:
+            data = None
         if data is None:
             raise BackendUnavailable("cached manifest content disappeared; retry the request")
         return data

@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..oci import Digest
-from .objects import DigestMismatch, ObjectStore, ObjectWriter
+from .objects import DigestMismatch, ObjectStore, ObjectWriter, StorageUnavailable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,24 @@ class VerifyingWriter:
 
 
 class RegistryStorage:
+    # After a backend failure, lookups fail at once for this long instead of each waiting
+    # for the backend's own timeouts and retries: pulls fall back to the upstream quickly.
+    UNAVAILABLE_COOLDOWN_SECS = 5.0
+
     def __init__(self, objects: ObjectStore):
         self.objects = objects
+        self._unavailable_until = 0.0
+
+    async def _lookup(self, operation: Awaitable[T]) -> T:
+        if time.monotonic() < self._unavailable_until:
+            if isinstance(operation, Coroutine):
+                operation.close()
+            raise StorageUnavailable("storage failed moments ago; not retried yet")
+        try:
+            return await operation
+        except StorageUnavailable:
+            self._unavailable_until = time.monotonic() + self.UNAVAILABLE_COOLDOWN_SECS
+            raise
 
     @property
     def shared(self) -> bool:
@@ -114,11 +133,11 @@ class RegistryStorage:
     # -- blobs ------------------------------------------------------------------------------
 
     async def blob_info(self, digest: Digest) -> BlobInfo | None:
-        stat = await self.objects.stat(blob_key(digest))
+        stat = await self._lookup(self.objects.stat(blob_key(digest)))
         return BlobInfo(digest, stat.size) if stat is not None else None
 
     async def read_blob(self, digest: Digest) -> bytes | None:
-        return await self.objects.get(blob_key(digest))
+        return await self._lookup(self.objects.get(blob_key(digest)))
 
     def blob_path(self, digest: Digest) -> Path | None:
         return self.objects.local_path(blob_key(digest))
@@ -157,7 +176,7 @@ class RegistryStorage:
     # -- manifests and tags -----------------------------------------------------------------
 
     async def get_tag(self, name: str, tag: str) -> ManifestRecord | None:
-        data = await self.objects.get(f"{_repo_key(name)}/_manifests/tags/{tag}")
+        data = await self._lookup(self.objects.get(f"{_repo_key(name)}/_manifests/tags/{tag}"))
         return ManifestRecord.from_json(data) if data is not None else None
 
     async def put_tag(self, name: str, tag: str, record: ManifestRecord) -> bool:
@@ -173,7 +192,7 @@ class RegistryStorage:
 
     async def get_revision(self, name: str, digest: Digest) -> ManifestRecord | None:
         key = f"{_repo_key(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
-        data = await self.objects.get(key)
+        data = await self._lookup(self.objects.get(key))
         return ManifestRecord.from_json(data) if data is not None else None
 
     async def put_revision(self, name: str, record: ManifestRecord) -> None:
@@ -183,7 +202,7 @@ class RegistryStorage:
 
     async def has_layer_link(self, name: str, digest: Digest) -> bool:
         key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
-        return await self.objects.stat(key) is not None
+        return await self._lookup(self.objects.stat(key)) is not None
 
     async def put_layer_link(self, name: str, digest: Digest, size: int) -> None:
         key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
