@@ -232,21 +232,17 @@ class BlobService:
     async def _stream_from_upstream(
         self, request: web.Request, route: Route, digest: Digest
     ) -> web.StreamResponse:
-        spool = self.fanout.active(digest)
-        if spool is None:
-            download = await self._open_upstream(route, digest)
-            try:
-                spool = self.fanout.start(
-                    digest,
-                    download,
-                    self.max_blob_size,
-                    lambda finished, size: self._spooled(route, finished, size),
-                )
-            except OSError as error:
-                await download.__aexit__(type(error), error, None)
-                log.error("cannot create a spool file for %s: %s", digest, error)
-                raise BackendUnavailable("the registry cannot spool the download") from error
-        else:
+        try:
+            spool, coalesced = await self.fanout.spool_for(
+                digest,
+                lambda: self._open_upstream(route, digest),
+                self.max_blob_size,
+                lambda finished, size: self._spooled(route, finished, size),
+            )
+        except OSError as error:
+            log.error("cannot create a spool file for %s: %s", digest, error)
+            raise BackendUnavailable("the registry cannot spool the download") from error
+        if coalesced:
             self.metrics.cache.labels("blob", "coalesced").inc()
         response = web.StreamResponse(status=200, headers=blob_headers(digest))
         if spool.size is not None:

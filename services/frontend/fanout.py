@@ -187,7 +187,45 @@ class Fanout:
     def __init__(self, spool_dir: Path):
         self.spool_dir = spool_dir
         self._spools: dict[str, Spool] = {}
+        self._starting: dict[str, asyncio.Future[Spool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def spool_for(
+        self,
+        digest: Digest,
+        open_download: Callable[[], Awaitable[BlobDownload]],
+        max_size: int | None,
+        on_success: Callable[[Spool, int], Awaitable[None]],
+    ) -> tuple[Spool, bool]:
+        """The spool of `digest`, started if needed; True when another request started it.
+
+        Requests that arrive while the first one is still waiting for the upstream's answer
+        wait for that same answer (or error) instead of opening downloads of their own."""
+        spool = self.active(digest)
+        if spool is not None:
+            return spool, True
+        key = str(digest)
+        starting = self._starting.get(key)
+        if starting is not None:
+            return await asyncio.shield(starting), True
+        starting = asyncio.get_running_loop().create_future()
+        # Waiters get the exception; nobody may be waiting, so mark it retrieved.
+        starting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._starting[key] = starting
+        try:
+            download = await open_download()
+            try:
+                spool = self.start(digest, download, max_size, on_success)
+            except BaseException as error:
+                await download.__aexit__(type(error), error, None)
+                raise
+        except BaseException as error:
+            starting.set_exception(error)
+            raise
+        finally:
+            self._starting.pop(key, None)
+        starting.set_result(spool)
+        return spool, False
 
     def active(self, digest: Digest) -> Spool | None:
         self._expire()

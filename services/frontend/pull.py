@@ -86,8 +86,11 @@ class RecentManifests:
     Docker asks HEAD by tag and then GET by digest; the GET is answered from here while the
     cacher is still storing the manifest. Losing it costs at most one upstream request."""
 
+    TAG_TTL_SECS = 60.0
+
     def __init__(self, max_bytes: int = 16 * 1024 * 1024):
         self._items: OrderedDict[tuple[str, str], FetchedManifest] = OrderedDict()
+        self._tags: dict[tuple[str, str], tuple[str, float]] = {}
         self._bytes = 0
         self._max_bytes = max_bytes
 
@@ -96,6 +99,20 @@ class RecentManifests:
         if item is not None:
             self._items.move_to_end((name, digest))
         return item
+
+    def put_tag(self, name: str, tag: str, digest: str) -> None:
+        if len(self._tags) > 10_000:
+            self._tags.clear()
+        self._tags[(name, tag)] = (digest, time.monotonic())
+
+    def get_tag(self, name: str, tag: str) -> ManifestAnswer | None:
+        entry = self._tags.get((name, tag))
+        if entry is None or time.monotonic() - entry[1] > self.TAG_TTL_SECS:
+            return None
+        manifest = self.get(name, entry[0])
+        if manifest is None:
+            return None
+        return ManifestAnswer(entry[0], manifest.media_type, len(manifest.data), manifest.data)
 
     def put(self, name: str, digest: str, manifest: FetchedManifest) -> None:
         key = (name, digest)
@@ -240,6 +257,12 @@ class PullThrough:
 
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
         cached = await self._cached_tag(route, tag)
+        if cached is None and route.repository.is_immutable(tag.value):
+            # Fetched moments ago and still on its way to storage: no second upstream GET.
+            recent = self.recent.get_tag(route.storage_name, tag.value)
+            if recent is not None:
+                self._count("hit")
+                return recent
         if cached is not None and (
             route.repository.is_immutable(tag.value) or self._checked_recently(route, tag, cached)
         ):
@@ -276,6 +299,7 @@ class PullThrough:
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
         self._count("miss")
+        self.recent.put_tag(route.storage_name, tag.value, str(digest))
         await self._enqueue_manifest(route, digest, fetched, tag.value)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
