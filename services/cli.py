@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .cacher.service import embedded_cacher, run_standalone
-from .common.config import ConfigError, Settings, load_settings
+from .common.config import ConfigError, FsStorageSettings, Settings, load_settings
 from .common.logs import ACCESS_LOG_FORMAT, configure_logging
 from .frontend.app import create_app
 
@@ -58,6 +58,12 @@ def load(paths: list[Path]) -> Settings:
 
 
 def check_split_mode(settings: Settings, command: str) -> None:
+    if isinstance(settings.storage, FsStorageSettings):
+        log.warning(
+            "blob_store.fs with `%s`: every frontend and cacher must mount the same folder "
+            "(a shared volume); S3 is the usual storage for split deployments",
+            command,
+        )
     if settings.queue is None:
         raise ConfigError(
             "queue.redis",

@@ -246,3 +246,27 @@ def test_a_cold_pull_fetches_each_blob_from_upstream_once_the_cacher_commits_the
         )
         == []
     )
+
+
+def test_a_client_that_does_not_accept_the_cached_type_gets_what_the_upstream_negotiates(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    docker_list_image: PushedImage,
+    tmp_path: Path,
+) -> None:
+    mirror = hub(mirror_factory, upstream)
+    skopeo_copy(through(mirror, docker_list_image), tmp_path / "all", all_images=True)
+    settle(mirror, docker_list_image)
+    path = f"/v2/{REPO}/{docker_list_image.name}/manifests/{docker_list_image.tag}"
+    old_client = mirror.get(
+        path, headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    )
+    assert old_client.status_code == 200
+    assert (
+        old_client.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    amd64 = docker_list_image.image.for_platform("amd64")  # type: ignore[union-attr]
+    assert old_client.headers["Docker-Content-Digest"] == amd64.digest
+    # The tag still names the list for every client that accepts it.
+    again = mirror.get(path, headers={"Accept": docker_list_image.media_type})
+    assert again.headers["Docker-Content-Digest"] == docker_list_image.digest

@@ -26,7 +26,7 @@ from ..common.errors import (
     TooManyRequests,
 )
 from ..common.metrics import Metrics
-from ..common.oci import Digest, Tag
+from ..common.oci import MANIFEST_MEDIA_TYPES, Digest, Tag
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route
 from ..common.runtime import Runtime
@@ -257,6 +257,10 @@ class PullThrough:
 
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
         cached = await self._cached_tag(route, tag)
+        if cached is not None and not accepts(accept, cached.media_type):
+            # The client cannot take what is cached (e.g. an old client and an OCI index):
+            # let the upstream negotiate with the client's own Accept, and keep the tag.
+            return await self._negotiated(route, tag, accept or "")
         if cached is None and route.repository.is_immutable(tag.value):
             # Fetched moments ago and still on its way to storage: no second upstream GET.
             recent = self.recent.get_tag(route.storage_name, tag.value)
@@ -301,6 +305,18 @@ class PullThrough:
         self._count("miss")
         self.recent.put_tag(route.storage_name, tag.value, str(digest))
         await self._enqueue_manifest(route, digest, fetched, tag.value)
+        return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
+
+    async def _negotiated(self, route: Route, tag: Tag, accept: str) -> ManifestAnswer:
+        try:
+            fetched, digest = await self._fetch_manifest(route, tag.value, accept, None)
+        except UpstreamError as error:
+            raise upstream_error_to_registry(
+                error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
+            ) from error
+        self._count("miss")
+        # Stored by digest only: the tag keeps pointing at what the upstream serves by default.
+        await self._enqueue_manifest(route, digest, fetched, None)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
     async def _manifest_by_digest(
@@ -376,6 +392,16 @@ class PullThrough:
         if data is None:
             raise BackendUnavailable("cached manifest content disappeared; retry the request")
         return data
+
+
+def accepts(accept: str | None, media_type: str) -> bool:
+    """Does an Accept header admit this manifest type? No header admits everything."""
+    if not accept:
+        return True
+    offered = {part.split(";")[0].strip() for part in accept.split(",")}
+    return bool(offered & {media_type, "*/*", "application/*", "application/json"}) or not (
+        offered & set(MANIFEST_MEDIA_TYPES)
+    )
 
 
 def _local(record: ManifestRecord, warning: str | None = None) -> ManifestAnswer:
