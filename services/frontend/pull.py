@@ -80,17 +80,17 @@ def upstream_error_to_registry(error: UpstreamError, not_found: RegistryError) -
     )
 
 
-class RecentManifests:
-    """Manifests this frontend fetched moments ago, by (name, digest), bounded in bytes.
+class ManifestMemory:
+    """Manifests in this frontend's memory, by (name, digest), bounded in bytes, and the
+    digests of immutable tags. Content-addressed bytes and immutable tags never change, so
+    nothing here goes stale; losing it costs a storage read or one upstream request.
 
-    Docker asks HEAD by tag and then GET by digest; the GET is answered from here while the
-    cacher is still storing the manifest. Losing it costs at most one upstream request."""
+    It answers hot manifests without touching storage, and the GET by digest that follows
+    Docker's HEAD by tag while the cacher is still storing the manifest."""
 
-    TAG_TTL_SECS = 60.0
-
-    def __init__(self, max_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
         self._items: OrderedDict[tuple[str, str], FetchedManifest] = OrderedDict()
-        self._tags: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tags: dict[tuple[str, str], str] = {}
         self._bytes = 0
         self._max_bytes = max_bytes
 
@@ -100,19 +100,20 @@ class RecentManifests:
             self._items.move_to_end((name, digest))
         return item
 
-    def put_tag(self, name: str, tag: str, digest: str) -> None:
-        if len(self._tags) > 10_000:
+    def put_immutable_tag(self, name: str, tag: str, digest: str) -> None:
+        if len(self._tags) > 100_000:
             self._tags.clear()
-        self._tags[(name, tag)] = (digest, time.monotonic())
+        self._tags[(name, tag)] = digest
 
-    def get_tag(self, name: str, tag: str) -> ManifestAnswer | None:
-        entry = self._tags.get((name, tag))
-        if entry is None or time.monotonic() - entry[1] > self.TAG_TTL_SECS:
-            return None
-        manifest = self.get(name, entry[0])
+    def get_immutable_tag(self, name: str, tag: str) -> ManifestAnswer | None:
+        digest = self._tags.get((name, tag))
+        return self.answer(name, digest) if digest is not None else None
+
+    def answer(self, name: str, digest: str) -> ManifestAnswer | None:
+        manifest = self.get(name, digest)
         if manifest is None:
             return None
-        return ManifestAnswer(entry[0], manifest.media_type, len(manifest.data), manifest.data)
+        return ManifestAnswer(digest, manifest.media_type, len(manifest.data), manifest.data)
 
     def put(self, name: str, digest: str, manifest: FetchedManifest) -> None:
         key = (name, digest)
@@ -199,7 +200,7 @@ class PullThrough:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.storage = runtime.storage
-        self.recent = RecentManifests()
+        self.recent = ManifestMemory()
         self.jobs = JobSubmitter(runtime.queue, runtime.metrics)
         self.max_manifest_size = runtime.settings.global_.max_manifest_size
         self.metrics = runtime.metrics
@@ -256,20 +257,21 @@ class PullThrough:
         return None
 
     async def _manifest_by_tag(self, route: Route, tag: Tag, accept: str | None) -> ManifestAnswer:
+        immutable = route.repository.is_immutable(tag.value)
+        if immutable:
+            known = self.recent.get_immutable_tag(route.storage_name, tag.value)
+            if known is not None and accepts(accept, known.media_type):
+                self._count("hit")
+                return known
         cached = await self._cached_tag(route, tag)
         if cached is not None and not accepts(accept, cached.media_type):
             # The client cannot take what is cached (e.g. an old client and an OCI index):
             # let the upstream negotiate with the client's own Accept, and keep the tag.
             return await self._negotiated(route, tag, accept or "")
-        if cached is None and route.repository.is_immutable(tag.value):
-            # Fetched moments ago and still on its way to storage: no second upstream GET.
-            recent = self.recent.get_tag(route.storage_name, tag.value)
-            if recent is not None:
-                self._count("hit")
-                return recent
-        if cached is not None and (
-            route.repository.is_immutable(tag.value) or self._checked_recently(route, tag, cached)
-        ):
+        if cached is not None and immutable:
+            self._count("hit")
+            return await self._remembered(route, cached, tag.value)
+        if cached is not None and self._checked_recently(route, tag, cached):
             self._count("hit")
             return _local(cached)
         upstream_accept = accept_header(accept)
@@ -303,7 +305,8 @@ class PullThrough:
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
         self._count("miss")
-        self.recent.put_tag(route.storage_name, tag.value, str(digest))
+        if immutable:
+            self.recent.put_immutable_tag(route.storage_name, tag.value, str(digest))
         await self._enqueue_manifest(route, digest, fetched, tag.value)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
@@ -322,14 +325,14 @@ class PullThrough:
     async def _manifest_by_digest(
         self, route: Route, digest: Digest, accept: str | None
     ) -> ManifestAnswer:
+        known = self.recent.answer(route.storage_name, str(digest))
+        if known is not None:
+            self._count("hit")
+            return known
         record = await self._cached_revision(route, digest)
         if record is not None:
             self._count("hit")
-            return _local(record)
-        recent = self.recent.get(route.storage_name, str(digest))
-        if recent is not None:
-            self._count("hit")
-            return ManifestAnswer(str(digest), recent.media_type, len(recent.data), recent.data)
+            return await self._remembered(route, record, None)
         try:
             fetched, _ = await self._fetch_manifest(
                 route, str(digest), accept_header(accept), digest
@@ -381,6 +384,21 @@ class PullThrough:
                 data=fetched.data,
             )
         )
+
+    async def _remembered(
+        self, route: Route, record: ManifestRecord, immutable_tag: str | None
+    ) -> ManifestAnswer:
+        """A stored manifest, kept in memory for the next request."""
+        answer = _local(record)
+        try:
+            data = await self.read_manifest_bytes(answer)
+        except BackendUnavailable:
+            return answer
+        fetched = FetchedManifest(data, record.media_type, record.digest)
+        self.recent.put(route.storage_name, record.digest, fetched)
+        if immutable_tag is not None:
+            self.recent.put_immutable_tag(route.storage_name, immutable_tag, record.digest)
+        return ManifestAnswer(record.digest, record.media_type, len(data), data)
 
     async def read_manifest_bytes(self, answer: ManifestAnswer) -> bytes:
         if answer.data is not None:
