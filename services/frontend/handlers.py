@@ -59,7 +59,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 async def manifest(request: web.Request, route: Route, reference: object) -> web.StreamResponse:
     pull = request.app[PULL]
-    answer = await pull.manifest(route, reference, request.headers.get("Accept"))  # type: ignore[arg-type]
+    # Docker and containers/image send one Accept header per media type: read them all.
+    accept = ", ".join(request.headers.getall("Accept", ())) or None
+    answer = await pull.manifest(route, reference, accept)  # type: ignore[arg-type]
     headers = {
         "Docker-Content-Digest": answer.digest,
         "Content-Type": answer.media_type,

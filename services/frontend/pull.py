@@ -26,7 +26,7 @@ from ..common.errors import (
     TooManyRequests,
 )
 from ..common.metrics import Metrics
-from ..common.oci import MANIFEST_MEDIA_TYPES, Digest, Tag
+from ..common.oci import MANIFEST_MEDIA_TYPES, MEDIA_DOCKER_MANIFEST_V1_SIGNED, Digest, Tag
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route
 from ..common.runtime import Runtime
@@ -441,7 +441,9 @@ def _verified_digest(fetched: FetchedManifest, expected: Digest | None, upstream
             upstream, f"manifest digest mismatch: expected {expected}, got {actual}"
         )
     header = fetched.digest_header
-    if header and header.startswith(f"{algorithm}:") and header != str(actual):
+    # A signed schema 1 manifest's digest is over its payload without the signatures.
+    signed_v1 = fetched.media_type == MEDIA_DOCKER_MANIFEST_V1_SIGNED
+    if header and header.startswith(f"{algorithm}:") and header != str(actual) and not signed_v1:
         log.error(
             "upstream manifest digest mismatch upstream=%s header=%s actual=%s",
             upstream,
