@@ -91,15 +91,7 @@ def main() -> None:
     try:
         fs_secs = run({"fs": {"root_dir": str(work / "fs")}}, work / "fs-run", redis, args.jobs)
         bucket = s3.create_bucket("bench-cacher")
-        s3_storage = {
-            "s3": {
-                "bucket": bucket,
-                "region": s3.region,
-                "endpoint": s3.endpoint,
-                "access_key_id": s3.access_key_id,
-                "secret_key": s3.secret_key,
-            }
-        }
+        s3_storage = s3.blob_store_table(bucket)
         s3_secs = run(s3_storage, work / "s3-run", redis, args.jobs)
         print(
             f"{args.jobs} manifest jobs, one cacher, max_concurrent_cache_jobs=8 (includes start-up)"

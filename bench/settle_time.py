@@ -84,15 +84,7 @@ def main() -> None:
                 if k.startswith("blobs/")
             }
 
-        s3_storage = {
-            "s3": {
-                "bucket": bucket,
-                "region": s3.region,
-                "endpoint": s3.endpoint,
-                "access_key_id": s3.access_key_id,
-                "secret_key": s3.secret_key,
-            }
-        }
+        s3_storage = s3.blob_store_table(bucket)
         fs = run(
             "fs",
             {"fs": {"root_dir": str(fs_root)}},

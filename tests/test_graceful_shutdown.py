@@ -84,16 +84,7 @@ def test_sigterm_mid_job_releases_the_job_to_another_cacher_and_leaves_no_partia
     image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=24)
     layer = max(image.blobs, key=lambda b: b.size)
     bucket = s3_server.create_bucket(bucket_name(request.node.name))
-    storage = {
-        "s3": {
-            "bucket": bucket,
-            "region": s3_server.region,
-            "endpoint": s3_server.endpoint,
-            "access_key_id": s3_server.access_key_id,
-            "secret_key": s3_server.secret_key,
-            "multipart_part_size": "5MiB",
-        }
-    }
+    storage = s3_server.blob_store_table(bucket)
     common: dict[str, Any] = {
         "storage": storage,
         "redis_url": redis_server.url,

@@ -257,15 +257,7 @@ def test_with_s3_down_misses_still_stream_from_the_upstream(
 ) -> None:
     s3 = s3_server_factory()
     bucket = s3.create_bucket("reliability-s3-down")
-    storage = {
-        "s3": {
-            "bucket": bucket,
-            "region": s3.region,
-            "endpoint": s3.endpoint,
-            "access_key_id": s3.access_key_id,
-            "secret_key": s3.secret_key,
-        }
-    }
+    storage = s3.blob_store_table(bucket)
     mirror = mirror_factory({REPO: {"upstream": [upstream_entry(upstream)]}}, storage=storage)
     s3.stop()
     skopeo_copy(f"{mirror.host_port}/{REPO}/{small_image.name}:{small_image.tag}", tmp_path / "o")

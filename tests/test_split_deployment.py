@@ -92,16 +92,7 @@ def cluster_factory(
         redirect: bool = True,
     ) -> Cluster:
         bucket = s3_server.create_bucket(bucket_name(request.node.name))
-        storage = {
-            "s3": {
-                "bucket": bucket,
-                "region": s3_server.region,
-                "endpoint": s3_server.endpoint,
-                "access_key_id": s3_server.access_key_id,
-                "secret_key": s3_server.secret_key,
-                "multipart_part_size": "5MiB",
-            }
-        }
+        storage = s3_server.blob_store_table(bucket)
         extra = {"queue": {"redis": queue or {}}}
         global_ = {"enable_blob_redirect": redirect}
         cluster = Cluster(s3_server, bucket, redis)
