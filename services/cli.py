@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .cacher.service import embedded_cacher, run_standalone
 from .common.config import ConfigError, FsStorageSettings, Settings, load_settings
 from .common.logs import ACCESS_LOG_FORMAT, configure_logging
 from .frontend.app import create_app
+from .workers import listening_socket, run_workers
 
 log = logging.getLogger("simple_registry")
 
@@ -73,21 +75,29 @@ def check_split_mode(settings: Settings, command: str) -> None:
         )
 
 
-def run_server(settings: Settings, with_cacher: bool) -> None:
-    app = create_app(settings)
-    if with_cacher:
-        app.cleanup_ctx.append(embedded_cacher)
-    web.run_app(
-        app,
-        host=settings.server.bind_address,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.drain_timeout_secs,
-        access_log=logging.getLogger("simple_registry.access"),
-        access_log_format=ACCESS_LOG_FORMAT,
-        print=lambda message: log.info(
-            "listening on %s:%d", settings.server.bind_address, settings.server.port
-        ),
-    )
+def run_server(settings: Settings, with_cacher: bool) -> int:
+    def serve(sock: socket.socket | None) -> None:
+        app = create_app(settings)
+        if with_cacher:
+            app.cleanup_ctx.append(embedded_cacher)
+        web.run_app(
+            app,
+            host=None if sock else settings.server.bind_address,
+            port=None if sock else settings.server.port,
+            sock=sock,
+            shutdown_timeout=settings.server.drain_timeout_secs,
+            access_log=logging.getLogger("simple_registry.access"),
+            access_log_format=ACCESS_LOG_FORMAT,
+            print=lambda message: log.info(
+                "listening on %s:%d", settings.server.bind_address, settings.server.port
+            ),
+        )
+
+    if settings.server.workers == 1:
+        serve(None)
+        return 0
+    sock = listening_socket(settings.server.bind_address, settings.server.port)
+    return run_workers(settings.server.workers, sock, serve)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cacher":
         asyncio.run(run_standalone(settings))
         return 0
-    run_server(settings, with_cacher=args.command == "server")
-    return 0
+    return run_server(settings, with_cacher=args.command == "server")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from tests.fixtures.plugin import pusher_for
 from tests.fixtures.ports import poll_until
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.s3_server import S3Server, bucket_name
+from tests.fixtures.skopeo import dir_manifest, skopeo_copy
 
 REPO = "hub"
 
@@ -115,3 +116,19 @@ def test_sigterm_mid_job_releases_the_job_to_another_cacher_and_leaves_no_partia
     )
     stored = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     assert hashlib.sha256(stored).hexdigest() == layer.digest[7:]
+
+
+def test_a_registry_with_two_worker_processes_serves_pulls_and_stops_with_exit_0(
+    mirror_factory: MirrorFactory, upstream: Distribution, small_image: Any, tmp_path: Any
+) -> None:
+    mirror = mirror_factory(
+        {REPO: {"upstream": [{"url": upstream.url}]}}, extra={"server": {"workers": 2}}
+    )
+    for attempt in range(3):
+        skopeo_copy(
+            f"{mirror.host_port}/{REPO}/{small_image.name}:{small_image.tag}",
+            tmp_path / f"o{attempt}",
+        )
+        assert dir_manifest(tmp_path / f"o{attempt}") == small_image.manifest_bytes
+    assert "started 2 worker processes" in mirror.log()
+    assert mirror.stop(signal.SIGTERM) == 0

@@ -85,6 +85,8 @@ class ServerSettings:
     port: int = 8000
     # Graceful stop: how long in-flight requests may finish after SIGTERM.
     drain_timeout_secs: float = 30.0
+    # Worker processes sharing the listening socket (use the cores of a pod).
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +450,7 @@ def _parse_server(table: _Table | None, ignored: list[str]) -> ServerSettings:
         bind_address=table.string("bind_address", _SERVER_DEFAULTS.bind_address),
         port=table.integer("port", _SERVER_DEFAULTS.port, minimum=0, maximum=65535),
         drain_timeout_secs=table.number("drain_timeout_secs", _SERVER_DEFAULTS.drain_timeout_secs),
+        workers=table.integer("workers", 1, minimum=1, maximum=64),
     )
     _ignore(table, _IGNORED_SERVER, ignored)
     table.finish()
