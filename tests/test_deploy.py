@@ -72,7 +72,8 @@ SECRET_KEYS = {"access_key_id", "secret_key", "password"}
 def tool(name: str) -> str:
     """A tool from the virtualenv's bin (test extras) first, then PATH."""
     venv_bin = str(Path(sys.executable).parent)
-    found = shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+    search = [venv_bin, os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]  # haproxy: sbin
+    found = shutil.which(name, path=os.pathsep.join(search))
     if found is None:
         pytest.fail(
             f"{name} is not installed: scripts/test installs it (test extras / Debian packages)"
