@@ -14,8 +14,9 @@ temporary folder and two repositories:
 Requests go over raw sockets, so that no client library normalises `..`, `%2e%2e`,
 encoded slashes, odd bytes or oversized headers. For every answer:
 
-* the status is never 500, and no 5xx but 503, which only a repository whose upstream can
-  fail (``rec``) may answer;
+* the status is never 500, and no 5xx but 503 UNAVAILABLE, which only a request that may
+  reach a failing upstream may get: ``rec``, or Distribution asked for a blob's digest under
+  `/manifests/` (Distribution itself answers 500 to that);
 * every 4xx/5xx with a body is an OCI error, `{"errors": [{"code", "message", ...}]}`, with
   a code from the distribution spec or from `services.common.errors`, and the status that
   code has there;
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,13 +48,11 @@ import socket
 import string
 import tempfile
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from aiohttp import http_exceptions, web
@@ -99,7 +99,8 @@ MANIFEST_DIGESTS = (SMALL.digest, INDEX.digest, *(m.digest for m in INDEX.manife
 BLOB_DIGESTS = tuple(d for d in KNOWN if d not in MANIFEST_DIGESTS and d != CONTENT.digest)
 REAL_DIGESTS = (*MANIFEST_DIGESTS, *BLOB_DIGESTS, CONTENT.digest)
 REAL_TAGS = ("latest", "1.0", CONTENT_TAG)
-UPSTREAM_500_ON_MANIFESTS = frozenset(BLOB_DIGESTS)
+# Distribution answers 500 (not 404) when a blob's digest is asked for under /manifests/.
+UPSTREAM_500_ON_MANIFESTS = frozenset(b.digest for b in (*SMALL.blobs, *INDEX.blobs))
 
 # -- the error codes an answer may carry ----------------------------------------------------
 
@@ -123,17 +124,18 @@ SPEC_CODES = frozenset(
 )
 
 
-def _registry_error_statuses() -> dict[str, int]:
-    found: dict[str, int] = {}
+def _registry_error_statuses() -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {}
     pending = list(registry_errors.RegistryError.__subclasses__())
     while pending:
         cls = pending.pop()
-        found[cls.code] = cls.status
+        found.setdefault(cls.code, set()).add(cls.status)
         pending.extend(cls.__subclasses__())
     return found
 
 
-# The code of each registry error with its status; "UNKNOWN" (the 500 fallback) is not one.
+# The codes of the registry's errors with their statuses; "UNKNOWN" (the 500 fallback of
+# the base class) is not one of them.
 CODE_STATUS = _registry_error_statuses()
 ALLOWED_CODES = SPEC_CODES | CODE_STATUS.keys()
 
@@ -205,6 +207,8 @@ class RawResponse:
     headers: list[tuple[str, str]]
     body: bytes
     raw: bytes
+    # What came after the end of the answer, before the server closed the connection.
+    trailing: bytes = b""
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -220,22 +224,26 @@ class _Incomplete(Exception):
     pass
 
 
-def _dechunk(data: bytes) -> bytes:
-    """The body of a complete chunked message; `_Incomplete` when more must be read."""
+def _dechunk(data: bytes) -> tuple[bytes, int]:
+    """(body, bytes consumed) of a complete chunked body; `_Incomplete` when more must be
+    read."""
     body = bytearray()
+    position = 0
     while True:
-        line, sep, rest = data.partition(b"\r\n")
-        if not sep:
+        end = data.find(b"\r\n", position)
+        if end < 0:
             raise _Incomplete
-        size = int(line.split(b";")[0], 16)
+        size = int(data[position:end].split(b";")[0], 16)
+        position = end + 2
         if size == 0:
-            if not rest.startswith(b"\r\n") and b"\r\n\r\n" not in rest:
+            trailer_end = data.find(b"\r\n\r\n", position - 2)
+            if trailer_end < 0:
                 raise _Incomplete
-            return bytes(body)
-        if len(rest) < size + 2:
+            return bytes(body), trailer_end + 4
+        if len(data) < position + size + 2:
             raise _Incomplete
-        body += rest[:size]
-        data = rest[size + 2 :]
+        body += data[position : position + size]
+        position += size + 2
 
 
 class _Reader:
@@ -262,13 +270,16 @@ class _Reader:
         return True
 
 
-def exchange(port: int, request: bytes, method: str, timeout: float = 20.0) -> RawResponse:
-    """Send `request` as is over a new connection; read one complete answer."""
+def exchange(
+    port: int, request: bytes, method: str, *, to_the_end: bool = True, timeout: float = 20.0
+) -> RawResponse:
+    """Send `request` as is over a new connection and read one complete answer. With
+    `to_the_end`, read on until the server closes (every request says `Connection: close`)
+    and keep what followed the answer in `trailing` (a HEAD answer's body, say)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
+        # It may answer early and close: then read what it said.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it answered early and closed: read what it said
         reader = _Reader(sock, timeout)
         offset = 0
         while True:  # 1xx answers (100 Continue) come before the real one
@@ -291,22 +302,29 @@ def exchange(port: int, request: bytes, method: str, timeout: float = 20.0) -> R
         response = RawResponse(status, head, headers, b"", b"")
         length = response.header("Content-Length")
         if method == "HEAD" or status in (204, 304):
-            pass
+            end = offset
         elif (response.header("Transfer-Encoding") or "").lower() == "chunked":
             while True:
                 try:
-                    response.body = _dechunk(reader.data[offset:])
+                    response.body, consumed = _dechunk(reader.data[offset:])
+                    end = offset + consumed
                     break
                 except _Incomplete:
                     assert reader.fill(), f"truncated chunked body: {reader.data[-300:]!r}"
         elif length is not None and length.isdigit():
-            while len(reader.data) - offset < int(length) and reader.fill():
+            end = offset + int(length)
+            while len(reader.data) < end and reader.fill():
                 pass
-            response.body = reader.data[offset:]
+            response.body = reader.data[offset:end]
         else:
             while reader.fill():
                 pass
+            end = len(reader.data)
             response.body = reader.data[offset:]
+        if to_the_end:
+            while reader.fill():
+                pass
+            response.trailing = reader.data[end:]
         response.raw = reader.data
     return response
 
@@ -344,6 +362,7 @@ class ServedApp:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             try:
                 loop.run_until_complete(serve())
@@ -377,7 +396,8 @@ def finish_loop(loop: asyncio.AbstractEventLoop) -> None:
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
 
@@ -410,7 +430,6 @@ REPO_KEY_RE = re.compile(
     rf"_manifests/revisions/{_ALG_HEX}|_layers/{_ALG_HEX}){_TEMP}$"
 )
 STAGED_RE = re.compile(r"^_staging/(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})\.[0-9a-f]{32}$")
-ROUTE_KEYWORDS = ("/manifests/", "/blobs/", "/tags/list", "/referrers/")
 
 
 def decoded_path(target: bytes) -> str:
@@ -420,13 +439,9 @@ def decoded_path(target: bytes) -> str:
     return unquote(text.split("?", 1)[0].split("#", 1)[0])
 
 
-def query_of(target: bytes) -> list[tuple[str, str]]:
-    text = target.decode("utf-8", "replace")
-    return parse_qsl(text.split("?", 1)[1].split("#", 1)[0], keep_blank_values=True) if "?" in text else []
-
-
 def route_of(path: str) -> tuple[str, str]:
-    """(route, name) the way the app's router reads a decoded path."""
+    """(route, name) of a decoded path, read the way `actions.parse_action` reads it: the
+    name may hold slashes, so each route keyword is looked for from the right."""
     if path in ("/v2", "/v2/", "/v2//"):
         return "base", ""
     if path == "/v2/_catalog":
@@ -436,31 +451,50 @@ def route_of(path: str) -> tuple[str, str]:
     if not path.startswith("/v2/"):
         return "other", ""
     tail = path[4:]
-    for keyword in ROUTE_KEYWORDS:
+    for keyword in ("/manifests/", "/blobs/uploads", "/blobs/", "/tags/list", "/referrers/"):
         index = tail.rfind(keyword)
-        if index > 0:
-            return keyword.strip("/").split("/")[0], tail[:index]
+        if index <= 0:
+            continue
+        name, rest = tail[:index], tail[index + len(keyword) :]
+        if keyword == "/blobs/uploads":
+            if rest == "" or rest.startswith("/"):
+                return "uploads", name
+        elif keyword == "/tags/list":
+            if not rest:
+                return "tags", name
+        elif rest and "/" not in rest:
+            return keyword.strip("/"), name
     return "other", tail
 
 
 def may_reach_a_failing_upstream(req: Req) -> bool:
-    """Whether the request may be routed to `rec` (the only upstream allowed to fail)."""
+    """Whether the request may be routed to `rec`, the only upstream that may fail (or to
+    Distribution with a request Distribution itself fails)."""
     path = decoded_path(req.target)
     route, name = route_of(path)
     if route == "readyz":
         return True
-    if route not in ("manifests", "blobs") or b"/../" in req.target or b"/./" in req.target:
-        return route in ("manifests", "blobs")
-    ns = next((v for k, v in query_of(req.target) if k == "ns"), "").lower()
-    if ns == REC_NS:
-        return True
+    if route not in ("manifests", "blobs"):
+        return False
+    if b"/../" in req.target or b"/./" in req.target:
+        return True  # dot segments: where the request lands is the server's reading
     if route == "manifests" and path.rsplit("/", 1)[-1] in UPSTREAM_500_ON_MANIFESTS:
         # Distribution itself answers 500 for a blob's digest under /manifests/: the
         # upstream fails, and 503 UNAVAILABLE is the documented answer.
         return True
-    if ns == HUB_NS:
+    text = req.target.decode("utf-8", "replace")
+    query = text.split("?", 1)[1] if "?" in text else ""
+    namespaces = {
+        unquote(value.replace("+", " ")).lower()
+        for pair in re.split("[&;]", query)
+        for key, _, value in [pair.partition("=")]
+        if unquote(key) == "ns"
+    }
+    if REC_NS in namespaces:
+        return True
+    if name.startswith("hub/"):
         return False
-    return not name.startswith("hub/")
+    return namespaces != {HUB_NS}
 
 
 def digest_of(data: bytes, digest: str) -> str:
@@ -479,6 +513,8 @@ class Harness:
         self.count = 0
         self.outcomes: Counter[tuple[str, int]] = Counter()
         self.parser_refusals = 0
+        # Successful answers with the recording upstream's content (behind its credentials).
+        self.rec_content_served = 0
         self.finished: set[str] = set()
         self.log = LogRecorder()
         self._log_checked = 0
@@ -526,13 +562,17 @@ class Harness:
 
     def send(self, req: Req) -> RawResponse:
         self.count += 1
-        response = exchange(self.server.port, req.encode(), req.method)
+        response = None
         try:
+            # A deliberately broken request may declare a body it never sends: then the
+            # server lingers before closing, so stop reading at the end of the answer.
+            response = exchange(
+                self.server.port, req.encode(), req.method, to_the_end=not req.broken
+            )
             self.check(req, response)
         except AssertionError as error:
-            raise AssertionError(
-                f"{error}\nrequest: {req.describe()}\nresponse: {response.raw[:1500]!r}"
-            ) from None
+            raw = response.raw[:1500] if response is not None else b"(none)"
+            raise AssertionError(f"{error}\nrequest: {req.describe()}\nresponse: {raw!r}") from None
         return response
 
     def check(self, req: Req, resp: RawResponse) -> None:
@@ -546,12 +586,13 @@ class Harness:
         if resp.header("Docker-Distribution-API-Version") is None:
             # aiohttp's HTTP parser refused the request before the app (and its
             # on_response_prepare signal) saw it: a plain-text 400.
-            # TODO(bug): these answers are text/plain, not OCI error bodies (report, #4).
+            # aiohttp offers no hook for the body of these (see the closing note).
             assert resp.status == 400, f"an answer without the API version header: {resp.status}"
             assert req.may_be_refused_by_the_http_parser, "the HTTP parser refused a valid request"
             self.parser_refusals += 1
             return
         assert resp.header("Docker-Distribution-API-Version") == "registry/2.0"
+        assert not resp.trailing, f"bytes after the end of the answer: {resp.trailing[:300]!r}"
         lengths = resp.all("Content-Length")
         assert len(lengths) <= 1, f"several Content-Length headers: {lengths}"
         if req.method == "HEAD" or resp.status in (204, 304):
@@ -570,6 +611,8 @@ class Harness:
             assert resp.header("ETag"), "a 304 without an ETag"
             return
         assert 200 <= resp.status < 300, f"unexpected status {resp.status}"
+        if req.method == "GET":
+            assert lengths, "a successful GET without Content-Length"
         self.check_success(req, resp, route)
 
     def check_oci_error(self, resp: RawResponse) -> None:
@@ -583,7 +626,7 @@ class Harness:
             code = error.get("code")
             assert code in ALLOWED_CODES, f"error code {code!r} is not a known one"
             if code in CODE_STATUS:
-                assert resp.status == CODE_STATUS[code], f"{code} with status {resp.status}"
+                assert resp.status in CODE_STATUS[code], f"{code} with status {resp.status}"
 
     def check_success(self, req: Req, resp: RawResponse, route: str) -> None:
         get = req.method == "GET"
@@ -597,6 +640,8 @@ class Harness:
                 media = (resp.header("Content-Type") or "").split(";")[0]
                 assert media in MANIFEST_MEDIA_TYPES, f"manifest Content-Type {media!r}"
                 assert resp.status == 200
+            if digest == CONTENT.digest or digest in CONTENT.blobs:
+                self.rec_content_served += 1
             if resp.status == 206:
                 self.check_partial(req, resp, digest)
             elif get:
@@ -723,7 +768,8 @@ class Harness:
                 assert logger == "aiohttp.server" and issubclass(
                     kind, http_exceptions.HttpProcessingError
                 ), f"a traceback in the log:\n{text}"
-            if logger.startswith("simple_registry") and "upstream=" in text:
+            # (The access log repeats the client's request line: nothing to check there.)
+            if logger.startswith("simple_registry") and logger != "simple_registry.access":
                 for host in re.findall(r"upstream=([\w.\-]+(?::\d+)?)", text):
                     assert host in self.upstream_hosts, f"an unconfigured upstream: {text}"
         self._log_checked = len(records)
@@ -1056,6 +1102,13 @@ references = st.one_of(
 # -- strategies: headers -------------------------------------------------------------------
 
 MEDIA_TYPES = (*MANIFEST_MEDIA_TYPES, "application/json", "*/*", "text/html", "application/*")
+# Header values: any printable text. Control characters (which the parser refuses) are
+# left to `binary_header` and the broken framing of the raw-request test.
+_printable = st.characters(exclude_categories=("Cc", "Cs"))
+
+
+def header_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(_printable, max_size=max_size)
 
 
 def header(name: str, value: str) -> tuple[bytes, bytes]:
@@ -1082,10 +1135,10 @@ accept_values = st.one_of(
             "a" * 3000,
         ]
     ),
-    st.lists(
-        st.sampled_from(MEDIA_TYPES) | st.text(max_size=20), min_size=1, max_size=30
-    ).map(", ".join),
-    st.text(max_size=60),
+    st.lists(st.sampled_from(MEDIA_TYPES) | header_text(20), min_size=1, max_size=30).map(
+        ", ".join
+    ),
+    header_text(60),
 )
 accept_header = accept_values.map(lambda v: header("Accept", v))
 
@@ -1121,12 +1174,14 @@ range_values = st.one_of(
             "bytes",
             "items=0-1",
             "BYTES=0-1",
-            "bytes=٣-٥",
-            "bytes=²-",
+            "bytes=\u0663-\u0665",  # Arabic-Indic digits: \\d matches them
+            "bytes=\u00b2-",  # a superscript two: isdigit(), but not int()
             "bytes=99999999999999999999999999-",
             "bytes=0-99999999999999999999999999",
             "bytes=-99999999999999999999999999",
             "bytes=9223372036854775807-",
+            "bytes=" + "9" * 5000 + "-",
+            "bytes=0-" + "9" * 5000,
             "bytes=-9223372036854775808",
             "bytes=0-0,-1",
             ",",
@@ -1137,7 +1192,7 @@ range_values = st.one_of(
     ),
     st.lists(st.tuples(_position, _position), min_size=1, max_size=3).map(range_value),
     st.integers(-5, 10**30).map(lambda n: f"bytes=-{n}"),
-    st.text(max_size=20),
+    header_text(20),
 )
 range_header = range_values.map(lambda v: header("Range", v))
 
@@ -1153,7 +1208,7 @@ if_none_match_values = st.one_of(
         st.sampled_from(REAL_DIGESTS),
         st.integers(0, 4),
     ),
-    st.text(max_size=40),
+    header_text(40),
 )
 if_none_match_header = if_none_match_values.map(lambda v: header("If-None-Match", v))
 DATES = (
@@ -1168,7 +1223,7 @@ DATES = (
 conditional_header = st.one_of(
     st.tuples(
         st.sampled_from(["If-Modified-Since", "If-Unmodified-Since", "If-Range"]),
-        st.sampled_from(DATES) | st.text(max_size=30),
+        st.sampled_from(DATES) | header_text(30),
     ),
     st.tuples(
         st.sampled_from(["If-Match", "If-Range"]),
@@ -1201,10 +1256,10 @@ client_header = st.one_of(
     st.sampled_from(["Forwarded", "X-Original-URL", "X-Rewrite-URL"]).map(
         lambda name: header(name, f"/v2/{ESCAPEE}/manifests/latest;{CLIENT_MARKER}")
     ),
-    # TODO(bug): an Expect other than 100-continue gets aiohttp's text/plain 417 from
-    # outside the middlewares (report, #3); re-enable "Expect: nonsense" once fixed.
-    st.sampled_from(["100-continue", "100-Continue"]).map(lambda v: header("Expect", v)),
-    st.text(max_size=30).map(lambda v: header("User-Agent", v)),
+    st.sampled_from(["100-continue", "100-Continue", "nonsense"]).map(
+        lambda v: header("Expect", v)
+    ),
+    header_text(30).map(lambda v: header("User-Agent", v)),
     st.sampled_from(["gzip", "br, deflate", "identity;q=0, *;q=0", "\xff"]).map(
         lambda v: header("Accept-Encoding", v)
     ),
@@ -1348,7 +1403,7 @@ QUERY_VALUES = (
     "5 ",
     "+5",
     "%00",
-    "٣",
+    "\u0663",  # an Arabic-Indic three: int() reads it
     "abc",
     "latest",
     "1.0",
@@ -1363,19 +1418,32 @@ QUERY_VALUES = (
 )
 
 
-def int_crashes(text: str) -> bool:
-    """`str.isdigit()` accepts digits `int()` refuses (superscripts, circled digits)."""
-    return text.isdigit() and not text.isdecimal()
-
-
-def has_control_characters(text: str) -> bool:
-    return any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in text)
-
-
+N_VALUES = (
+    "",
+    "0",
+    "1",
+    "-1",
+    "10000",
+    "10001",
+    "99999999999999999999999",
+    "1e3",
+    "0x10",
+    " 5",
+    "+5",
+    "\u0663",  # an Arabic-Indic three: int() reads it
+    "\u00b2",  # a superscript two: isdigit(), but not int()
+    "1\u2460",  # a circled one
+    "9" * 5000,  # more digits than int() converts
+    "0" * 4400 + "1",
+)
+_any_value = (
+    st.sampled_from(QUERY_VALUES) | st.integers(-10, 20_000).map(str) | st.text(max_size=30)
+)
 _query_pairs = st.lists(
-    st.tuples(
-        st.sampled_from(["n", "n", "last", "last", "ns", "ns", "N", "n[]", "", "x"]),
-        st.sampled_from(QUERY_VALUES) | st.integers(-10, 20_000).map(str) | st.text(max_size=30),
+    st.one_of(
+        st.tuples(st.just("n"), st.sampled_from(N_VALUES) | st.integers(-5, 20_000).map(str)),
+        st.tuples(st.sampled_from(["last", "ns"]), _any_value),
+        st.tuples(st.sampled_from(["N", "n[]", "", "x", "last", "ns"]), _any_value),
     ),
     max_size=4,
 )
@@ -1398,30 +1466,13 @@ def _query_requests(draw: st.DrawFn) -> Req:
     query = draw(_query_separators).join(parts)
     if draw(_one_in_ten) == 0:
         query = draw(_odd_queries)
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        # TODO(bug): `n` made of digits `int()` refuses ("²") is a 500 (report, #1);
-        # skipped until _page() checks with isdecimal()/isascii().
-        if key == "n" and int_crashes(value):
-            query = "n=1"
-        # TODO(bug): a control character in `ns` is echoed into the OCI-Namespace header of
-        # a manifest answer; aiohttp refuses to send it and drops the connection without an
-        # answer (report, #2); skipped until handlers.manifest() stops echoing raw `ns`.
-        if key == "ns" and has_control_characters(value):
-            query = "ns=x"
     return Req(draw(_query_methods), f"{draw(_query_targets)}?{query}".encode())
 
 
 query_requests = _query_requests()
 
-METHODS = (
-    "GET",
-    "GET",
-    "HEAD",
-    "PUT",
-    "POST",
-    "PATCH",
-    "DELETE",
-    "OPTIONS",
+COMMON_METHODS = ("GET", "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS")
+EXOTIC_METHODS = (
     "TRACE",
     "CONNECT",
     "PROPFIND",
@@ -1500,7 +1551,13 @@ BROKEN_FRAMING = (
     (b"", b"empty-name"),
     (b":", b"colon"),
 )
-_raw_methods = st.sampled_from(METHODS) | st.sampled_from(BAD_METHODS)
+_common_methods = st.sampled_from(COMMON_METHODS)
+_raw_methods = st.one_of(
+    _common_methods,
+    _common_methods,
+    st.sampled_from(EXOTIC_METHODS),
+    st.sampled_from(BAD_METHODS),
+)
 _target_kinds = st.integers(0, 4)
 _raw_targets = st.sampled_from(RAW_TARGETS)
 _raw_segment_lists = st.lists(st.sampled_from(RAW_SEGMENTS), max_size=6)
@@ -1508,9 +1565,9 @@ _raw_suffixes = st.sampled_from(
     [b"manifests/latest", b"blobs/" + SMALL_BLOB.encode(), b"tags/list", b""]
 )
 _raw_headers = st.lists(any_header, max_size=3)
-_big_sizes = st.sampled_from([0, 0, 0, 100, 4000, 8100, 8200, 20_000])
+_big_sizes = st.sampled_from([0, 0, 0, 0, 0, 100, 4000, 8100, 8200, 20_000])
 _big_names = st.sampled_from(["X-Big", "Cookie", "Accept"])
-_header_counts = st.sampled_from([0, 0, 0, 20, 95, 150])
+_header_counts = st.sampled_from([0, 0, 0, 0, 20, 95, 150])
 _one_in_eight = st.integers(0, 7)
 _broken_framing = st.sampled_from(BROKEN_FRAMING)
 _bodies = st.sampled_from(BODIES)
@@ -1619,11 +1676,16 @@ def test_recording_upstream(harness: Harness) -> None:
     assert any(r.path == "/token" for r in requests)
     assert any(r.header("Authorization") == f"Bearer {harness.rec.token}" for r in requests)
     assert any(r.header("Authorization") == BASIC for r in requests)
+    assert harness.rec_content_served > 0
 
 
 def test_the_total_request_count_and_a_last_look(harness: Harness) -> None:
     if harness.finished != FUZZ_TESTS:
         pytest.skip("counts only when every fuzz test of this module ran")
     harness.check_everything_else()
-    print(f"hostile requests: {harness.count}; outcomes: {sorted(harness.outcomes.items())}")
+    print(
+        f"hostile requests: {harness.count}; parser refusals: {harness.parser_refusals}; "
+        f"recording upstream content served: {harness.rec_content_served}; "
+        f"outcomes: {sorted(harness.outcomes.items())}"
+    )
     assert harness.count >= 10_000, f"only {harness.count} requests"

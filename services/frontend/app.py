@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..common.config import Settings
+from ..common.errors import NotFound, Unsupported
 from ..common.runtime import RUNTIME, Runtime, open_runtime
 from ..common.storage.fs import FsObjectStore
 from ..common.storage.layout import STAGING_PREFIX
@@ -30,6 +31,16 @@ def _fanout_for(runtime: Runtime) -> tuple[Fanout, Callable[[Path], str] | None]
     if isinstance(objects, FsObjectStore):
         return Fanout(objects.root / STAGING_PREFIX), lambda path: f"{STAGING_PREFIX}/{path.name}"
     return Fanout(Path(tempfile.gettempdir()) / f"simple-registry-spool-{os.getpid()}"), None
+
+
+async def _no_expectations(request: web.Request) -> None:
+    return None
+
+
+async def _no_route(request: web.Request) -> web.StreamResponse:
+    if request.path in ("/healthz", "/readyz", "/metrics"):
+        raise Unsupported(f"method {request.method} is not allowed")
+    raise NotFound("no such route")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -56,9 +67,13 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(runtime_context)
     app.on_response_prepare.append(add_api_version_header)
-    app.router.add_route("*", "/v2", dispatch)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    # No route uses `Expect`; aiohttp's default handler would answer an unknown one with a
+    # text/plain 417 before any middleware could make it an OCI error.
+    routes = {"expect_handler": _no_expectations}
+    app.router.add_route("*", "/v2", dispatch, **routes)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch, **routes)
+    app.router.add_route("GET", "/healthz", healthz, **routes)
+    app.router.add_route("GET", "/readyz", readyz, **routes)
+    app.router.add_route("GET", "/metrics", metrics, **routes)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _no_route, **routes)
     return app

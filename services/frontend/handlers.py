@@ -69,8 +69,10 @@ async def manifest(request: web.Request, route: Route, reference: object) -> web
     }
     if answer.warning:
         headers["Warning"] = answer.warning
-    if "ns" in request.query:
-        headers["OCI-Namespace"] = request.query["ns"]
+    # Echo the namespace we routed by, never the raw query value (it may hold anything).
+    namespace = route.repository.namespace
+    if namespace is not None and request.query.get("ns", "").lower() == namespace:
+        headers["OCI-Namespace"] = namespace
     if_none_match = request.headers.get("If-None-Match", "")
     if answer.digest in {v.strip().strip('"') for v in if_none_match.split(",")}:
         return web.Response(status=304, headers={"ETag": headers["ETag"]})
@@ -89,11 +91,17 @@ def _page(request: web.Request, items: list[str]) -> tuple[list[str], str | None
     last = request.query.get("last")
     n: int | None = None
     if n_text is not None:
-        if not n_text.isdigit() or int(n_text) > MAX_PAGE_SIZE:
+        # isdigit() admits "²" and int() refuses 5,000 digits: ASCII and short first.
+        digits = n_text.lstrip("0") or "0"
+        if (
+            not (n_text.isascii() and n_text.isdigit())
+            or len(digits) > len(str(MAX_PAGE_SIZE))
+            or int(digits) > MAX_PAGE_SIZE
+        ):
             raise PaginationInvalid(
                 f"n must be an integer from 0 to {MAX_PAGE_SIZE}", detail={"n": n_text[:50]}
             )
-        n = int(n_text)
+        n = int(digits)
     if last:
         items = [item for item in items if item > last]
     if n is None or len(items) <= n:
