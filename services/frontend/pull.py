@@ -23,6 +23,7 @@ from ..common.errors import (
     Denied,
     ManifestUnknown,
     RegistryError,
+    SizeInvalid,
     TooManyRequests,
 )
 from ..common.metrics import Metrics
@@ -40,6 +41,7 @@ from ..common.upstream import (
 )
 from ..common.upstream.client import (
     FetchedManifest,
+    ManifestTooLarge,
     ManifestHead,
     UpstreamClient,
     UpstreamCorrupt,
@@ -65,6 +67,8 @@ def upstream_error_to_registry(error: UpstreamError, not_found: RegistryError) -
     """How an upstream failure looks to a client when nothing cached can answer."""
     if isinstance(error, UpstreamNotFound):
         return not_found
+    if isinstance(error, ManifestTooLarge):
+        return SizeInvalid("the manifest exceeds the registry's max_manifest_size")
     if isinstance(error, UpstreamRateLimited):
         headers = {}
         if error.retry_after is not None:
