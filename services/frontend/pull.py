@@ -41,8 +41,8 @@ from ..common.upstream import (
 )
 from ..common.upstream.client import (
     FetchedManifest,
-    ManifestTooLarge,
     ManifestHead,
+    ManifestTooLarge,
     UpstreamClient,
     UpstreamCorrupt,
     accept_header,
