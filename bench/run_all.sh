@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the performance benchmark suite (see bench/README.md), one script after the other.
 #
-#   bench/run_all.sh              # every script with its defaults (about 15 minutes)
+#   bench/run_all.sh              # every script with its defaults (about 10-11 minutes)
 #   bench/run_all.sh warm_blob    # only the named ones
 #
 # Each script starts its own servers on free loopback ports and stops them when it ends.
