@@ -73,6 +73,8 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
         auto_decompress=False,
+        # Bigger reads of upstream blobs: fewer, larger chunks through the spool.
+        read_bufsize=512 * 1024,
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -38,6 +38,15 @@ log = logging.getLogger("simple_registry.frontend")
 # How long a finished spool keeps answering late arrivals before it is dropped.
 GRACE_SECS = 30.0
 _SENDFILE_FALLBACK_CHUNK = 256 * 1024
+
+
+SPOOL_CHUNK_SIZE = 1024 * 1024
+
+
+def _absorb(hasher: Any, file: BinaryIO, chunk: bytes) -> int:
+    hasher.update(chunk)
+    file.write(chunk)
+    return len(chunk)
 
 
 class SpoolFailed(Exception):
@@ -83,16 +92,23 @@ class Spool:
     ) -> None:
         hasher = self.digest.hasher()
         file = self._file
+        loop = asyncio.get_running_loop()
+        received = 0
+        # Hashing and writing run in a thread (hashlib releases the GIL), one chunk at a
+        # time and in order, while the event loop reads the next chunk and serves clients.
+        absorbing: asyncio.Future[int] | None = None
         try:
             async with download:
-                async for chunk in download.chunks():
-                    hasher.update(chunk)
-                    # A page-cache write of one chunk: cheaper inline than a thread hop.
-                    file.write(chunk)
-                    self.written += len(chunk)
-                    if max_size is not None and self.written > max_size:
+                async for chunk in download.chunks(SPOOL_CHUNK_SIZE):
+                    received += len(chunk)
+                    if max_size is not None and received > max_size:
                         raise SpoolFailed(f"blob exceeds max_blob_size ({max_size} bytes)")
-                    self._notify()
+                    if absorbing is not None:
+                        self._advance(await absorbing)
+                    absorbing = loop.run_in_executor(None, _absorb, hasher, file, chunk)
+                if absorbing is not None:
+                    self._advance(await absorbing)
+                    absorbing = None
             actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
             if actual != str(self.digest):
                 raise SpoolFailed(
@@ -105,12 +121,19 @@ class Spool:
             self.error = str(error)
             log.error("blob download failed digest=%s: %s; nothing cached", self.digest, error)
         finally:
+            if absorbing is not None:
+                with contextlib.suppress(Exception):
+                    await absorbing
             file.close()
             self.done = True
             self.finished_at = time.monotonic()
             self._notify()
         if self.ok:
             await on_success(self, self.written)
+
+    def _advance(self, size: int) -> None:
+        self.written += size
+        self._notify()
 
     def create(self) -> None:
         """Create the spool file before any client may try to read it."""

@@ -92,9 +92,12 @@ class ManifestMemory:
     It answers hot manifests without touching storage, and the GET by digest that follows
     Docker's HEAD by tag while the cacher is still storing the manifest."""
 
+    FRESH_SECS = 10.0
+
     def __init__(self, max_bytes: int = 32 * 1024 * 1024):
         self._items: OrderedDict[tuple[str, str], FetchedManifest] = OrderedDict()
         self._tags: dict[tuple[str, str], str] = {}
+        self._fresh: dict[tuple[str, str], tuple[str, float]] = {}
         self._bytes = 0
         self._max_bytes = max_bytes
 
@@ -112,6 +115,18 @@ class ManifestMemory:
     def get_immutable_tag(self, name: str, tag: str) -> ManifestAnswer | None:
         digest = self._tags.get((name, tag))
         return self.answer(name, digest) if digest is not None else None
+
+    def put_fresh_tag(self, name: str, tag: str, digest: str) -> None:
+        if len(self._fresh) > 10_000:
+            self._fresh.clear()
+        self._fresh[(name, tag)] = (digest, time.monotonic())
+
+    def get_fresh_tag(self, name: str, tag: str) -> ManifestAnswer | None:
+        """A tag the upstream answered less than FRESH_SECS ago, while it is not stored yet."""
+        entry = self._fresh.get((name, tag))
+        if entry is None or time.monotonic() - entry[1] > self.FRESH_SECS:
+            return None
+        return self.answer(name, entry[0])
 
     def answer(self, name: str, digest: str) -> ManifestAnswer | None:
         manifest = self.get(name, digest)
@@ -272,6 +287,12 @@ class PullThrough:
             # The client cannot take what is cached (e.g. an old client and an OCI index):
             # let the upstream negotiate with the client's own Accept, and keep the tag.
             return await self._negotiated(route, tag, accept or "")
+        if cached is None:
+            # Fetched moments ago and still on its way to storage: no second upstream GET.
+            known = self.recent.get_fresh_tag(route.storage_name, tag.value)
+            if known is not None and accepts(accept, known.media_type):
+                self._count("hit")
+                return known
         if cached is not None and immutable:
             self._count("hit")
             return await self._remembered(route, cached, tag.value)
@@ -309,6 +330,7 @@ class PullThrough:
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
         self._count("miss")
+        self.recent.put_fresh_tag(route.storage_name, tag.value, str(digest))
         if immutable:
             self.recent.put_immutable_tag(route.storage_name, tag.value, str(digest))
         await self._enqueue_manifest(route, digest, fetched, tag.value)

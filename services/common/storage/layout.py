@@ -12,6 +12,8 @@ content. Names, tags and digests reaching this module are validated types.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
 import time
@@ -58,6 +60,14 @@ STAGING_PREFIX = "_staging"
 STAGED_KEY_RE = re.compile(r"^_staging/[a-z0-9]+-[a-f0-9]{64,128}\.[a-f0-9]{32}$")
 
 
+_THREAD_HASH_MIN = 128 * 1024
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, algorithm).hexdigest()
+
+
 def blob_key(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
@@ -82,7 +92,11 @@ class VerifyingWriter:
         self.size += len(chunk)
         if self._max_size is not None and self.size > self._max_size:
             raise ValueError(f"blob larger than the limit of {self._max_size} bytes")
-        self._hasher.update(chunk)
+        if len(chunk) >= _THREAD_HASH_MIN:
+            # hashlib releases the GIL on large buffers: keep the event loop free.
+            await asyncio.to_thread(self._hasher.update, chunk)
+        else:
+            self._hasher.update(chunk)
         await self._writer.write(chunk)
 
     async def commit(self) -> None:
@@ -164,10 +178,15 @@ class RegistryStorage:
             return False
         if await self.objects.stat(staged_key) is None:
             return False
-        hasher = digest.hasher()
-        async for chunk in self.objects.read(staged_key):
-            hasher.update(chunk)
-        if hasher.hexdigest() != digest.hex:
+        local = self.objects.local_path(staged_key)
+        if local is not None:
+            actual = await asyncio.to_thread(_file_digest, local, digest.algorithm)
+        else:
+            hasher = digest.hasher()
+            async for chunk in self.objects.read(staged_key):
+                hasher.update(chunk)
+            actual = hasher.hexdigest()
+        if actual != digest.hex:
             await self.objects.delete(staged_key)
             return False
         await self.objects.promote(staged_key, blob_key(digest))
