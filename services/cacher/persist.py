@@ -67,10 +67,12 @@ class JobHandler:
 
     async def _manifest(self, job: CacheJob, route: Route, digest: Digest) -> str:
         outcome = "already-stored"
+        media_type = job.media_type
         info = await self.storage.blob_info(digest)
-        if info is None:
+        if info is not None:
+            size = info.size
+        else:
             data = job.data
-            media_type = job.media_type
             if data is None:
                 fetched = await first_answer(
                     self._clients(route),
@@ -88,16 +90,10 @@ class JobHandler:
                 raise UpstreamCorrupt(route.repository.name, str(error)) from error
             size = len(data)
             outcome = "stored"
-        else:
-            size = info.size
-        record = ManifestRecord(
-            digest=str(digest),
-            media_type=media_type if info is None else (job.media_type or ""),
-            size=size,
-            updated_at=job.enqueued_at,
-        )
-        if not record.media_type:
+        if not media_type:
             raise PermanentJobError("manifest job without a media type")
+        # Bytes before links: the revision, then the tag, point at committed content only.
+        record = ManifestRecord(str(digest), media_type, size, updated_at=job.enqueued_at)
         await self.storage.put_revision(route.storage_name, record)
         if job.tag is not None:
             await self.storage.put_tag(route.storage_name, job.tag, record)
