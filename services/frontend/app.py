@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,7 +29,9 @@ def _fanout_for(runtime: Runtime) -> tuple[Fanout, Callable[[Path], str] | None]
     objects = runtime.storage.objects
     if isinstance(objects, FsObjectStore):
         return Fanout(objects.root / STAGING_PREFIX), lambda path: f"{STAGING_PREFIX}/{path.name}"
-    return Fanout(Path(tempfile.gettempdir()) / f"simple-registry-spool-{os.getpid()}"), None
+    # One folder for every worker and restart: file names are unique, and stale ones (a
+    # process that died mid-download) are swept at start-up.
+    return Fanout(Path(tempfile.gettempdir()) / "simple-registry-spool"), None
 
 
 async def _no_expectations(request: web.Request) -> None:
