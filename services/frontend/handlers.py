@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..common.errors import Denied, NameUnknown, PaginationInvalid
 from ..common.metrics import CONTENT_TYPE_LATEST
-from ..common.oci import RepositoryName
+from ..common.oci import Digest, RepositoryName, Tag
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
 from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers, parse_action
@@ -57,11 +57,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             )
 
 
-async def manifest(request: web.Request, route: Route, reference: object) -> web.StreamResponse:
+async def manifest(
+    request: web.Request, route: Route, reference: Tag | Digest
+) -> web.StreamResponse:
     pull = request.app[PULL]
     # Docker and containers/image send one Accept header per media type: read them all.
     accept = ", ".join(request.headers.getall("Accept", ())) or None
-    answer = await pull.manifest(route, reference, accept)  # type: ignore[arg-type]
+    answer = await pull.manifest(route, reference, accept)
     headers = {
         "Docker-Content-Digest": answer.digest,
         "Content-Type": answer.media_type,
