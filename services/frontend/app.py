@@ -70,11 +70,13 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_api_version_header)
     # No route uses `Expect`; aiohttp's default handler would answer an unknown one with a
     # text/plain 417 before any middleware could make it an OCI error.
-    routes = {"expect_handler": _no_expectations}
-    app.router.add_route("*", "/v2", dispatch, **routes)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch, **routes)
-    app.router.add_route("GET", "/healthz", healthz, **routes)
-    app.router.add_route("GET", "/readyz", readyz, **routes)
-    app.router.add_route("GET", "/metrics", metrics, **routes)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _no_route, **routes)
+    for method, path, handler in (
+        ("*", "/v2", dispatch),
+        ("*", "/v2/{tail:.*}", dispatch),
+        ("GET", "/healthz", healthz),
+        ("GET", "/readyz", readyz),
+        ("GET", "/metrics", metrics),
+        ("*", r"/{tail:[\s\S]*}", _no_route),
+    ):
+        app.router.add_route(method, path, handler, expect_handler=_no_expectations)
     return app

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -332,7 +332,7 @@ class RedisQueue(JobQueue):
             block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
         )
         deliveries: list[Delivery] = []
-        for _stream, entries in reply or []:
+        for _stream, entries in cast(list[Any], reply or []):
             for entry_id, fields in entries:
                 deliveries.append(self._decode(_text(entry_id), fields))
         return deliveries
@@ -383,7 +383,7 @@ class RedisQueue(JobQueue):
         with _unavailable("dead_letters"):
             entries = await self._redis.xrange(self.dead_key, count=count)
         letters: list[tuple[CacheJob | None, str]] = []
-        for _entry_id, fields in entries:
+        for _entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
             job: CacheJob | None
             try:
                 job = CacheJob.unpack(fields.get(JOB_FIELD, b""))

@@ -8,6 +8,7 @@ file, which listing skips and `sweep_temp_files` removes.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import time
@@ -145,8 +146,8 @@ class FsObjectStore(ObjectStore):
         for key in keys:
             yield key
 
-    def _walk(self, base: Path) -> list[str]:
-        keys: list[str] = []
+    def _walk(self, base: Path) -> builtins.list[str]:
+        keys: builtins.list[str] = []
         for folder, _dirs, files in os.walk(base):
             for name in files:
                 if not _is_temp(name):

@@ -283,11 +283,12 @@ class UpstreamClient:
         )
         return token
 
-    def _ssl_for(self, url: str) -> ssl.SSLContext | bool | None:
-        # Our CA bundle and client certificate are for the upstream's own host only.
-        if urlsplit(url).netloc == self.host:
+    def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
+        # Our CA bundle and client certificate are for the upstream's own host only;
+        # True is aiohttp's default verification.
+        if urlsplit(url).netloc == self.host and self._ssl is not None:
             return self._ssl
-        return None
+        return True
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ async def first_answer(
     if all(isinstance(e, UpstreamNotFound) for e in errors):
         raise errors[0]
     for kind in (UpstreamRateLimited, UpstreamDenied, UpstreamUnavailable):
-        for error in errors:
-            if isinstance(error, kind):
-                raise error
+        for failure in errors:
+            if isinstance(failure, kind):
+                raise failure
     raise errors[-1]
