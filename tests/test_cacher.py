@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from services.common.config import RedisQueueSettings
 from services.common.queue.jobs import CacheJob, JobKind
-from services.common.queue.redis import RedisQueue
 from tests.fixtures.faulty_proxy import FaultyProxy
 from tests.fixtures.mirror import MirrorFactory
 from tests.fixtures.plugin import pusher_for
 from tests.fixtures.ports import poll_until
-from tests.fixtures.redis_server import RedisServer
-
-
-async def enqueue_all(url: str, jobs: list[CacheJob]) -> None:
-    queue = RedisQueue(RedisQueueSettings(url=url))
-    await queue.open()
-    try:
-        for job in jobs:
-            await queue.enqueue(job)
-    finally:
-        await queue.close()
+from tests.fixtures.redis_server import RedisServer, enqueue_jobs
 
 
 def test_a_cacher_runs_at_most_max_concurrent_cache_jobs_fetches_at_once(
@@ -54,12 +41,12 @@ def test_a_cacher_runs_at_most_max_concurrent_cache_jobs_fetches_at_once(
             )
             for image, layer in zip(images, layers, strict=True)
         ]
-        asyncio.run(enqueue_all(redis_server.url, jobs))
+        enqueue_jobs(redis_server.url, jobs)
         cacher.wait_for_blobs({layer.digest for layer in layers}, deadline_s=60)
         assert proxy.max_in_flight == 2
         # Idempotent: the same jobs again are acknowledged without a fetch.
         fetched = proxy.count("GET", "/blobs/")
-        asyncio.run(enqueue_all(redis_server.url, jobs))
+        enqueue_jobs(redis_server.url, jobs)
         poll_until(
             lambda: cacher.log().count("outcome=already-stored") >= len(jobs),
             30,

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import requests
 
+from services.common.queue.jobs import CacheJob, JobKind
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.faulty_proxy import FaultyProxy
 from tests.fixtures.mirror import MirrorFactory
 from tests.fixtures.plugin import pusher_for
 from tests.fixtures.ports import poll_until
-from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.redis_server import RedisServer, enqueue_jobs
 from tests.fixtures.s3_server import S3Server, bucket_name
 from tests.fixtures.skopeo import dir_manifest, skopeo_copy
 
@@ -95,12 +96,12 @@ def test_sigterm_mid_job_releases_the_job_to_another_cacher_and_leaves_no_partia
         },
     }
     repositories = {REPO: {"upstream": [{"url": proxy.url}]}}
-    frontend = mirror_factory(repositories, command="frontend", **common)
     cacher = mirror_factory(repositories, command="cacher", **common)
-    body = requests.get(
-        f"{frontend.url}/v2/{REPO}/{unique_repo}/blobs/{layer.digest}", timeout=120
-    ).content
-    assert hashlib.sha256(body).hexdigest() == layer.digest[7:]
+    # A job the cacher must fetch itself (the slow upstream keeps it busy for seconds).
+    enqueue_jobs(
+        redis_server.url,
+        [CacheJob(JobKind.BLOB, REPO, unique_repo, layer.digest, size=layer.size)],
+    )
     key = f"blobs/sha256/{layer.digest[7:9]}/{layer.digest[7:]}"
     poll_until(
         lambda: bool(s3_server.multipart_uploads(bucket)), 60, what="the cacher's upload to start"

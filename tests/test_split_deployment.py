@@ -15,13 +15,14 @@ import pytest
 import redis as redis_py
 import requests
 
+from services.common.queue.jobs import CacheJob, JobKind
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.haproxy import Haproxy
 from tests.fixtures.images import PushedImage
 from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
 from tests.fixtures.plugin import PushedImageCache, pusher_for
 from tests.fixtures.ports import free_port, poll_until
-from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.redis_server import RedisServer, enqueue_jobs
 from tests.fixtures.s3_server import S3Server, bucket_name
 from tests.fixtures.skopeo import dir_manifest, skopeo_copy
 
@@ -194,15 +195,19 @@ def test_a_blob_hit_on_s3_without_redirects_is_streamed_with_range_support(
 
 @pytest.mark.timeout(600)
 def test_a_cacher_killed_mid_blob_leaves_no_partial_object_and_another_cacher_finishes(
-    cluster_factory: Any, upstream: Distribution, pushed_images: PushedImageCache, tmp_path: Path
+    cluster_factory: Any,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    redis: RedisServer,
 ) -> None:
     image = pushed_images.get(upstream, "large", tag="1.0", size_mib=100)
     layer = max(image.blobs, key=lambda b: b.size)
     # A short claim timeout so the survivor takes the dead cacher's job over quickly.
-    cluster = cluster_factory(upstream, frontends=1, cachers=1, queue={"claim_timeout_secs": 3})
-    frontend, doomed = cluster.frontends[0], cluster.cachers[0]
-    skopeo_copy(
-        f"{frontend.host_port}/{REPO}/{image.name}:{image.tag}", tmp_path / "o", timeout_s=300
+    cluster = cluster_factory(upstream, frontends=0, cachers=1, queue={"claim_timeout_secs": 3})
+    doomed = cluster.cachers[0]
+    # A job the cacher fetches and uploads itself (nothing staged by a frontend).
+    enqueue_jobs(
+        redis.url, [CacheJob(JobKind.BLOB, REPO, image.name, layer.digest, size=layer.size)]
     )
     poll_until(
         lambda: bool(cluster.s3.multipart_uploads(cluster.bucket)),
@@ -212,7 +217,7 @@ def test_a_cacher_killed_mid_blob_leaves_no_partial_object_and_another_cacher_fi
     doomed.stop(signal.SIGKILL)
     assert layer.digest not in cluster.stored_blobs()
     cluster.add_cacher()
-    cluster.wait_for_blobs(all_digests(image), deadline_s=240)
+    cluster.wait_for_blobs({layer.digest}, deadline_s=240)
     assert hashlib.sha256(cluster.blob_bytes(layer.digest)).hexdigest() == layer.digest[7:]
 
 
@@ -266,9 +271,12 @@ def test_a_job_whose_upstream_keeps_failing_ends_in_the_dead_letter_stream(
         queue={"max_attempts": 2, "retry_backoff_secs": 0.2},
         cacher_repositories=dead_upstream,
     )
-    frontend = cluster.frontends[0]
-    skopeo_copy(f"{frontend.host_port}/{REPO}/{image.name}:{image.tag}", tmp_path / "o")
     layer = max(image.blobs, key=lambda b: b.size)
+    # As a frontend enqueues it when it could not stage the bytes: the cacher must fetch.
+    enqueue_jobs(
+        redis.url,
+        [CacheJob(JobKind.BLOB, REPO, image.name, layer.digest, size=layer.size)],
+    )
 
     def dead_lettered() -> bool:
         client = redis_py.Redis.from_url(redis.url)
@@ -281,3 +289,25 @@ def test_a_job_whose_upstream_keeps_failing_ends_in_the_dead_letter_stream(
     poll_until(dead_lettered, 60, what="the job in the dead-letter stream")
     assert layer.digest not in cluster.stored_blobs()
     assert "job dead-lettered" in cluster.cachers[0].log()
+
+
+def test_on_s3_the_cacher_commits_what_the_frontend_streamed_without_fetching_it_again(
+    cluster_factory: Any, distribution_factory: Any, unique_repo: str, tmp_path: Path
+) -> None:
+    upstream = distribution_factory()
+    image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=12)
+    cluster = cluster_factory(upstream, frontends=1, cachers=1)
+    frontend, cacher = cluster.frontends[0], cluster.cachers[0]
+    mark = upstream.mark()
+    skopeo_copy(f"{frontend.host_port}/{REPO}/{image.name}:{image.tag}", tmp_path / "o")
+    cluster.wait_for_blobs(all_digests(image))
+    layer = max(image.blobs, key=lambda b: b.size)
+    gets = [
+        r
+        for r in upstream.settled_requests_since(mark)
+        if r.method == "GET" and r.path.endswith(layer.digest)
+    ]
+    assert len(gets) == 1
+    assert "committed staged blob" in cacher.log()
+    assert hashlib.sha256(cluster.blob_bytes(layer.digest)).hexdigest() == layer.digest[7:]
+    assert [k for k in cluster.s3.object_names(cluster.bucket) if k.startswith("_staging/")] == []

@@ -10,6 +10,7 @@ clean finish, and nothing is enqueued for caching.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..common.queue.jobs import INLINE_LIMIT
 from ..common.routing import Route
 from ..common.runtime import Runtime
 from ..common.storage import BlobInfo
+from ..common.storage.layout import STAGING_PREFIX
 from ..common.storage.objects import StorageUnavailable
 from ..common.upstream import (
     UpstreamDenied,
@@ -42,6 +44,9 @@ from .fanout import Fanout, Spool
 from .pull import JobSubmitter, upstream_error_to_registry
 
 log = logging.getLogger("simple_registry.frontend")
+
+STAGING_CHUNK_SIZE = 1024 * 1024
+STAGING_CONCURRENCY = 2
 
 
 def blob_headers(digest: Digest) -> dict[str, str]:
@@ -113,6 +118,7 @@ class BlobService:
         staging_key: Callable[[Path], str] | None,
     ):
         self.fanout = fanout
+        self._staging_slots = asyncio.Semaphore(STAGING_CONCURRENCY)
         self.staging_key = staging_key
         self.runtime = runtime
         self.storage = runtime.storage
@@ -267,6 +273,8 @@ class BlobService:
             data = await asyncio.to_thread(spool.path.read_bytes)
         elif self.staging_key is not None:
             staged = self.staging_key(spool.path)
+        elif self.storage.shared:
+            staged = await self._stage_remotely(spool)
         job = CacheJob(
             kind=JobKind.BLOB,
             repository=route.repository.name,
@@ -276,8 +284,41 @@ class BlobService:
             data=data,
             staged=staged,
         )
-        if await self.jobs.submit_now(job) and staged is not None:
+        queued = await self.jobs.submit_now(job)
+        if queued and staged is not None and self.staging_key is not None:
             spool.handed_over = True
+        elif not queued and staged is not None and self.staging_key is None:
+            with contextlib.suppress(Exception):
+                await self.storage.objects.delete(staged)
+
+    async def _stage_remotely(self, spool: Spool) -> str | None:
+        """Copy a verified spool into the shared store's staging area, so that the cacher
+        commits it with a server-side copy instead of fetching it from the upstream again
+        (upstream bytes are what rate limits count). None when that did not work: the
+        cacher then fetches the blob itself."""
+        key = f"{STAGING_PREFIX}/{spool.path.name}"
+        spool.busy = True
+        try:
+            # Each upload holds up to one multipart part in memory: a few at a time.
+            async with self._staging_slots:
+                await self._upload(spool.path, key)
+        except Exception as error:
+            log.warning("staging of %s failed (%s); the cacher will fetch it", spool.digest, error)
+            return None
+        finally:
+            spool.busy = False
+        return key
+
+    async def _upload(self, path: Path, key: str) -> None:
+        writer = await self.storage.objects.writer(key)
+        try:
+            with open(path, "rb") as file:
+                while chunk := await asyncio.to_thread(file.read, STAGING_CHUNK_SIZE):
+                    await writer.write(chunk)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
 
     async def _enqueue(
         self, route: Route, digest: Digest, size: int | None, data: bytes | None

@@ -64,6 +64,7 @@ class Spool:
         self.error: str | None = None
         self.readers = 0
         self.handed_over = False  # the cacher owns the file now
+        self.busy = False  # still being read for the hand-over: keep it
         self.finished_at = 0.0
         self._file: BinaryIO
         self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -279,6 +280,7 @@ class Fanout:
             if (
                 spool.done
                 and spool.readers == 0
+                and not spool.busy
                 and (not spool.ok or now - spool.finished_at > GRACE_SECS)
             ):
                 del self._spools[key]

@@ -49,6 +49,10 @@ PING_TIMEOUT_SECS = 10.0
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
+# S3's CopyObject copies at most 5 GB in one request.
+MAX_SINGLE_COPY_BYTES = 5 * 1000**3
+
+
 def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -302,6 +306,23 @@ class S3ObjectStore(ObjectStore):
             async for page in pages:
                 for item in page.get("Contents", ()):
                     yield self._store_key(str(item["Key"]))
+
+    async def promote(self, source: str, destination: str) -> None:
+        """A server-side copy (no bytes through this process), then the source removed."""
+        stat = await self.stat(source)
+        if stat is None:
+            raise FileNotFoundError(source)
+        if stat.size > MAX_SINGLE_COPY_BYTES:
+            await super().promote(source, destination)  # CopyObject's limit; stream instead
+            return
+        name = self.object_key(destination)
+        with _unavailable_on_failure("CopyObject", name):
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=name,
+                CopySource={"Bucket": self.bucket, "Key": self.object_key(source)},
+            )
+        await self.delete(source)
 
     async def delete(self, key: str) -> None:
         name = self.object_key(key)
