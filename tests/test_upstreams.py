@@ -3,9 +3,7 @@ between repositories without leaking it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tests.fixtures.mirror import MirrorFactory, upstream_entry
 from tests.fixtures.plugin import pusher_for
 from tests.fixtures.ports import free_port
 from tests.fixtures.skopeo import dir_manifest, skopeo_copy
+from tests.fixtures.threaded_server import ThreadedServer
 
 
 def test_a_refused_first_upstream_falls_over_to_the_next_in_order(
@@ -79,13 +78,14 @@ class Cdn:
 
     def __init__(self, upstream: Distribution):
         self.upstream = upstream
-        self.port = free_port()
         self.cdn_requests: list[dict[str, str]] = []
         self.authorized_requests = 0
         self.expected_auth = "Basic " + base64.b64encode(b"someone:s3cret-password").decode()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._server = ThreadedServer(self._app, name="cdn")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -124,25 +124,18 @@ class Cdn:
         blob = requests.get(f"{self.upstream.url}/v2/{name}/blobs/{digest}", timeout=30)
         return web.Response(body=blob.content)
 
-    def start(self) -> Cdn:
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cdn/{name:.+}/{digest}", self._cdn)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
-        self._thread.start()
+        return app
 
-        async def run() -> None:
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+    def start(self) -> Cdn:
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.stop()
 
 
 @pytest.fixture
