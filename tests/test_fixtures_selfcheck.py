@@ -322,10 +322,12 @@ def test_retag_and_replace_tag_change_what_a_tag_points_to(
 
 
 def test_a_large_image_is_pushed_in_chunks_and_pulls_back(
-    upstream: Distribution, pushed_images: PushedImageCache, tmp_path: Path
+    distribution_factory: Callable[..., Distribution], image_cache_dir: Path, tmp_path: Path
 ) -> None:
+    # A registry of its own: on the shared one, another test may have pushed the layer.
+    upstream = distribution_factory()
     mark = upstream.mark()
-    image = pushed_images.get(upstream, "large", size_mib=100)
+    image = pusher_for(upstream, image_cache_dir).large_image("fixtures/large", size_mib=100)
     layer = image.manifests[0].layers[0].blob
     assert layer.size >= 100 * 1024 * 1024
 

@@ -49,6 +49,21 @@ def settle(mirror: Mirror, image: PushedImage, tag: str | None = None) -> None:
     mirror.wait_for_tag(f"{REPO}/{image.name}", tag or image.tag)
 
 
+def warm_pull_requests(
+    mirror: Mirror,
+    upstream: Distribution,
+    image: PushedImage,
+    tmp_path: Path,
+    timeout_s: float = 120,
+) -> list[Any]:
+    """Pull cold, let the cacher settle, pull again: what the upstream saw the second time."""
+    skopeo_copy(through(mirror, image), tmp_path / "cold", timeout_s=timeout_s)
+    settle(mirror, image)
+    mark = upstream.mark()
+    skopeo_copy(through(mirror, image), tmp_path / "warm", timeout_s=timeout_s)
+    return upstream.settled_requests_since(mark)
+
+
 def test_skopeo_pulls_a_small_image_with_the_upstreams_digests_and_storage_holds_exactly_it(
     mirror_factory: MirrorFactory, upstream: Distribution, small_image: PushedImage, tmp_path: Path
 ) -> None:
@@ -72,11 +87,8 @@ def test_a_second_pull_of_an_immutable_tag_makes_no_upstream_request(
 ) -> None:
     image = pushed_images.get(upstream, "small", tag="1.0")
     mirror = hub(mirror_factory, upstream)
-    skopeo_copy(through(mirror, image), tmp_path / "cold")
-    settle(mirror, image)
-    mark = upstream.mark()
-    skopeo_copy(through(mirror, image), tmp_path / "warm")
-    assert upstream.settled_requests_since(mark) == []
+    requests = warm_pull_requests(mirror, upstream, image, tmp_path)
+    assert requests == []
     assert dir_manifest(tmp_path / "warm") == image.manifest_bytes
 
 
@@ -88,11 +100,7 @@ def test_a_second_pull_of_a_mutable_tag_costs_exactly_one_upstream_head(
 ) -> None:
     image = pushed_images.get(upstream, "small", tag="latest")
     mirror = hub(mirror_factory, upstream)
-    skopeo_copy(through(mirror, image), tmp_path / "cold")
-    settle(mirror, image)
-    mark = upstream.mark()
-    skopeo_copy(through(mirror, image), tmp_path / "warm")
-    requests = upstream.settled_requests_since(mark)
+    requests = warm_pull_requests(mirror, upstream, image, tmp_path)
     assert [(r.method, r.path) for r in requests] == [
         ("HEAD", f"/v2/{image.name}/manifests/latest")
     ]
@@ -172,11 +180,7 @@ def test_a_large_image_pulls_cold_and_warm_with_the_right_digest(
     layer = max(image.blobs, key=lambda b: b.size)
     assert layer.size >= 100 * 1024 * 1024
     mirror = hub(mirror_factory, upstream)
-    skopeo_copy(through(mirror, image), tmp_path / "cold", timeout_s=300)
-    settle(mirror, image)
-    mark = upstream.mark()
-    skopeo_copy(through(mirror, image), tmp_path / "warm", timeout_s=300)
-    assert upstream.settled_requests_since(mark) == []
+    assert warm_pull_requests(mirror, upstream, image, tmp_path, timeout_s=300) == []
     digest = hashlib.sha256((tmp_path / "warm" / layer.digest[7:]).read_bytes()).hexdigest()
     assert f"sha256:{digest}" == layer.digest
     assert mirror.temp_files() == []

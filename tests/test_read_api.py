@@ -123,7 +123,7 @@ def test_a_tag_list_pages_with_n_and_last_and_a_link_header(
     mirror_factory: MirrorFactory, upstream: Distribution, unique_repo: str, tmp_path: Path
 ) -> None:
     pusher = pusher_for(upstream)
-    image = pusher.small_image(unique_repo, "a")
+    pusher.small_image(unique_repo, "a")
     for tag in ("b", "c"):
         pusher.retag(unique_repo, "a", tag)
     mirror = mirror_factory(
@@ -141,7 +141,6 @@ def test_a_tag_list_pages_with_n_and_last_and_a_link_header(
     second = mirror.get(f"/v2/{name}/tags/list?n=2&last=b")
     assert second.json()["tags"] == ["c"]
     assert "Link" not in second.headers
-    assert image.digest
 
 
 def test_the_catalog_lists_cached_repositories_with_pagination(

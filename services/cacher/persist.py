@@ -14,7 +14,6 @@ from ..common.oci import Digest
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route, Router
 from ..common.storage import DigestMismatch, ManifestRecord, RegistryStorage
-from ..common.upstream import UpstreamError
 from ..common.upstream.client import UpstreamClient, UpstreamCorrupt, accept_header
 from ..common.upstream.pool import UpstreamPool, first_answer
 
@@ -172,6 +171,3 @@ class JobHandler:
 
 def download_host(route: Route) -> str:
     return route.repository.upstreams[0].host if route.repository.upstreams else "-"
-
-
-__all__ = ["JobDeferred", "JobHandler", "PermanentJobError", "UpstreamError"]

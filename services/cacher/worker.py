@@ -13,6 +13,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Awaitable
 
 from ..common.queue import Delivery, JobQueue, QueueUnavailable
 from ..common.runtime import Runtime
@@ -176,9 +177,9 @@ class Cacher:
         self._count("retried", job.kind)
         await self._safely(self.queue.retry(delivery, job.next_attempt(reason), delay))
 
-    async def _safely(self, operation: object) -> None:
+    async def _safely(self, operation: Awaitable[None]) -> None:
         try:
-            await operation  # type: ignore[misc]
+            await operation
         except QueueUnavailable as error:
             # The job stays pending and is claimed again once the queue is back.
             log.warning("queue unavailable while finishing a job: %s", error)

@@ -47,6 +47,7 @@ log = logging.getLogger("simple_registry.frontend")
 
 STAGING_CHUNK_SIZE = 1024 * 1024
 STAGING_CONCURRENCY = 2
+MAX_REMEMBERED_LINKS = 200_000
 
 
 def blob_headers(digest: Digest) -> dict[str, str]:
@@ -76,7 +77,8 @@ class BlobFileResponse(web.FileResponse):
         web.FileResponse.etag.fset(self, self._digest_etag)  # type: ignore[attr-defined]
 
 
-def etag_matches(request: web.Request, digest: Digest) -> bool:
+def etag_matches(request: web.Request, digest: Digest | str) -> bool:
+    """Does If-None-Match name this content (by its digest, our ETag)?"""
     if_none_match = request.headers.get("If-None-Match")
     if not if_none_match:
         return False
@@ -119,6 +121,7 @@ class BlobService:
     ):
         self.fanout = fanout
         self._staging_slots = asyncio.Semaphore(STAGING_CONCURRENCY)
+        self._linked: set[tuple[str, str]] = set()
         self.staging_key = staging_key
         self.runtime = runtime
         self.storage = runtime.storage
@@ -145,9 +148,14 @@ class BlobService:
 
     async def _may_serve_cached(self, route: Route, info: BlobInfo) -> bool:
         """A stored blob is served under a name only once that name's upstream has shown it
-        may have it (a link), so a private upstream's blob does not leak to another name."""
+        may have it (a link), so a private upstream's blob does not leak to another name.
+        Links are never removed, so one seen here is remembered: a hit costs one stat."""
+        key = (route.storage_name, str(info.digest))
+        if key in self._linked:
+            return True
         try:
             if await self.storage.has_layer_link(route.storage_name, info.digest):
+                self._remember_link(key)
                 return True
         except StorageUnavailable:
             pass
@@ -162,8 +170,14 @@ class BlobService:
             ) from error
         except UpstreamError:
             return True  # upstream down: a cached blob is always served
+        self._remember_link(key)
         await self._enqueue(route, info.digest, info.size, None)
         return True
+
+    def _remember_link(self, key: tuple[str, str]) -> None:
+        if len(self._linked) >= MAX_REMEMBERED_LINKS:
+            self._linked.clear()
+        self._linked.add(key)
 
     async def _serve_cached(self, request: web.Request, info: BlobInfo) -> web.StreamResponse:
         headers = blob_headers(info.digest)

@@ -13,7 +13,7 @@ from ..common.oci import Digest, RepositoryName, Tag
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
 from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers, parse_action
-from .blobs import BlobService
+from .blobs import BlobService, etag_matches
 from .middlewares import ROUTE_LABEL
 from .pull import PullThrough
 
@@ -75,8 +75,7 @@ async def manifest(
     namespace = route.repository.namespace
     if namespace is not None and request.query.get("ns", "").lower() == namespace:
         headers["OCI-Namespace"] = namespace
-    if_none_match = request.headers.get("If-None-Match", "")
-    if answer.digest in {v.strip().strip('"') for v in if_none_match.split(",")}:
+    if etag_matches(request, answer.digest):
         return web.Response(status=304, headers={"ETag": headers["ETag"]})
     if request.method == "HEAD":
         headers["Content-Length"] = str(answer.size)

@@ -163,12 +163,17 @@ class JobSubmitter:
         self._pending: set[asyncio.Task[None]] = set()
         self.dropped = 0
 
+    def _skip(self) -> bool:
+        """Drop the job now: the queue is down and not due for a probe, or too much waits."""
+        if (self.degraded and time.monotonic() < self._next_probe) or len(
+            self._pending
+        ) >= self.MAX_PENDING:
+            self.dropped += 1
+            return True
+        return False
+
     async def submit(self, job: CacheJob) -> None:
-        if self.degraded and time.monotonic() < self._next_probe:
-            self.dropped += 1
-            return
-        if len(self._pending) >= self.MAX_PENDING:
-            self.dropped += 1
+        if self._skip():
             return
         task = asyncio.create_task(self._enqueue(job))
         self._pending.add(task)
@@ -199,8 +204,7 @@ class JobSubmitter:
 
     async def submit_now(self, job: CacheJob) -> bool:
         """Enqueue and wait for the answer (from background work only); True when queued."""
-        if self.degraded and time.monotonic() < self._next_probe:
-            self.dropped += 1
+        if self._skip():
             return False
         await self._enqueue(job)
         return not self.degraded
