@@ -47,6 +47,7 @@ def all_digests(image: PushedImage) -> set[str]:
 def settle(mirror: Mirror, image: PushedImage, tag: str | None = None) -> None:
     mirror.wait_for_blobs(all_digests(image))
     mirror.wait_for_tag(f"{REPO}/{image.name}", tag or image.tag)
+    mirror.wait_for_links(f"{REPO}/{image.name}", set(image.blob_digests))
 
 
 def warm_pull_requests(
