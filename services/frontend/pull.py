@@ -318,7 +318,9 @@ class PullThrough:
                     self._last_checked[(route.storage_name, tag.value)] = time.monotonic()
                     self._count("revalidated")
                     return _local(cached)
-            fetched, digest = await self._fetch_manifest(route, tag.value, upstream_accept, None)
+            fetched, digest = await self._fetch_manifest(
+                route, tag.value, upstream_accept, None, link_tag=tag.value
+            )
         except UpstreamError as error:
             if cached is not None and not isinstance(error, UpstreamNotFound):
                 log.warning(
@@ -334,22 +336,17 @@ class PullThrough:
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
         self._count("miss")
-        self.recent.put_fresh_tag(route.storage_name, tag.value, str(digest))
-        if immutable:
-            self.recent.put_immutable_tag(route.storage_name, tag.value, str(digest))
-        await self._enqueue_manifest(route, digest, fetched, tag.value)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
     async def _negotiated(self, route: Route, tag: Tag, accept: str) -> ManifestAnswer:
         try:
+            # Stored by digest only: the tag keeps naming what the upstream serves by default.
             fetched, digest = await self._fetch_manifest(route, tag.value, accept, None)
         except UpstreamError as error:
             raise upstream_error_to_registry(
                 error, ManifestUnknown("manifest unknown", detail={"tag": tag.value})
             ) from error
         self._count("miss")
-        # Stored by digest only: the tag keeps pointing at what the upstream serves by default.
-        await self._enqueue_manifest(route, digest, fetched, None)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
     async def _manifest_by_digest(
@@ -372,12 +369,18 @@ class PullThrough:
                 error, ManifestUnknown("manifest unknown", detail={"digest": str(digest)})
             ) from error
         self._count("miss")
-        await self._enqueue_manifest(route, digest, fetched, None)
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
 
     async def _fetch_manifest(
-        self, route: Route, reference: str, accept: str, expected: Digest | None
+        self,
+        route: Route,
+        reference: str,
+        accept: str,
+        expected: Digest | None,
+        link_tag: str | None = None,
     ) -> tuple[FetchedManifest, Digest]:
+        """Fetch, verify, keep in memory and enqueue a manifest (tagged with `link_tag`)."""
+
         async def fetch(client: UpstreamClient) -> tuple[FetchedManifest, Digest]:
             fetched = await client.get_manifest(
                 route.upstream_name(client.settings), reference, accept, self.max_manifest_size
@@ -385,19 +388,29 @@ class PullThrough:
             digest = _verified_digest(fetched, expected, client.host)
             return fetched, digest
 
+        async def fetch_and_keep() -> tuple[FetchedManifest, Digest]:
+            fetched, digest = await first_answer(self.clients(route), fetch)
+            # Remembered before the task completes: a request that arrives after it finds
+            # the manifest here instead of starting a second upstream fetch.
+            self.recent.put(route.storage_name, str(digest), fetched)
+            if link_tag is not None:
+                self.recent.put_fresh_tag(route.storage_name, link_tag, str(digest))
+                if route.repository.is_immutable(link_tag):
+                    self.recent.put_immutable_tag(route.storage_name, link_tag, str(digest))
+            await self._enqueue_manifest(route, digest, fetched, link_tag)
+            return fetched, digest
+
         # Concurrent misses of one manifest share one upstream request; the fetch runs as
         # its own task so that a client going away does not cancel it for the others.
         key = (route.storage_name, reference, accept)
         task = self._in_flight.get(key)
         if task is None:
-            task = asyncio.create_task(first_answer(self.clients(route), fetch))
+            task = asyncio.create_task(fetch_and_keep())
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         else:
             self._count("coalesced")
-        fetched, digest = await asyncio.shield(task)
-        self.recent.put(route.storage_name, str(digest), fetched)
-        return fetched, digest
+        return await asyncio.shield(task)
 
     async def _enqueue_manifest(
         self, route: Route, digest: Digest, fetched: FetchedManifest, tag: str | None
