@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import redis as redis_py
+from simple_registry.common.config import RedisQueueSettings
+from simple_registry.common.oci import MEDIA_OCI_MANIFEST, Digest
+from simple_registry.common.queue.jobs import CacheJob, JobKind
+from simple_registry.common.queue.redis import RedisQueue
 
-from services.common.config import RedisQueueSettings
-from services.common.oci import MEDIA_OCI_MANIFEST, Digest
-from services.common.queue.jobs import CacheJob, JobKind
-from services.common.queue.redis import RedisQueue
 from tests.fixtures.mirror import Mirror, mirror_config
 from tests.fixtures.ports import free_port
 from tests.fixtures.redis_server import RedisServer

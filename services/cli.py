@@ -19,13 +19,15 @@ from aiohttp import web
 
 from .cacher.service import embedded_cacher, run_standalone
 from .common.config import ConfigError, FsStorageSettings, Settings, load_settings
-from .common.logs import ACCESS_LOG_FORMAT, configure_logging
+from .common.listen import CannotListen, listening_socket
+from .common.logs import ACCESS_LOG_FORMAT, ACCESS_LOGGER, configure_logging
 from .frontend.app import create_app
-from .workers import listening_socket, run_workers
+from .prefork import run_workers
 
-log = logging.getLogger("simple_registry")
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
+EXIT_CANNOT_LISTEN = 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,27 +78,25 @@ def check_split_mode(settings: Settings, command: str) -> None:
 
 
 def run_server(settings: Settings, with_cacher: bool) -> int:
-    def serve(sock: socket.socket | None) -> None:
+    def serve(sock: socket.socket) -> None:
         app = create_app(settings)
         if with_cacher:
             app.cleanup_ctx.append(embedded_cacher)
         web.run_app(
             app,
-            host=None if sock else settings.server.bind_address,
-            port=None if sock else settings.server.port,
             sock=sock,
             shutdown_timeout=settings.server.drain_timeout_secs,
-            access_log=logging.getLogger("simple_registry.access"),
+            access_log=logging.getLogger(ACCESS_LOGGER),
             access_log_format=ACCESS_LOG_FORMAT,
             print=lambda message: log.info(
                 "listening on %s:%d", settings.server.bind_address, settings.server.port
             ),
         )
 
-    if settings.server.workers == 1:
-        serve(None)
-        return 0
     sock = listening_socket(settings.server.bind_address, settings.server.port)
+    if settings.server.workers == 1:
+        serve(sock)
+        return 0
     return run_workers(settings.server.workers, sock, serve)
 
 
@@ -114,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print("configuration OK")
         return 0
-    if args.command == "cacher":
-        asyncio.run(run_standalone(settings))
-        return 0
-    return run_server(settings, with_cacher=args.command == "server")
+    try:
+        if args.command == "cacher":
+            asyncio.run(run_standalone(settings))
+            return 0
+        return run_server(settings, with_cacher=args.command == "server")
+    except CannotListen as error:
+        print(f"simple-registry: {error}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
-from services.common.config import parse_settings
-from services.frontend.app import create_app
+from simple_registry.common.config import parse_settings
+from simple_registry.frontend.app import create_app
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.queue.jobs import CacheJob, JobKind
+from simple_registry.common.queue.jobs import CacheJob, JobKind
+
 from tests.fixtures.faulty_proxy import FaultyProxy
 from tests.fixtures.mirror import MirrorFactory
 from tests.fixtures.plugin import pusher_for

@@ -3,13 +3,13 @@ with the dotted key, the value and what was expected."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from services.common.config import (
+from simple_registry.common.config import (
     ConfigError,
     FsStorageSettings,
     S3StorageSettings,
@@ -195,7 +195,7 @@ def test_both_access_policy_forms_are_accepted() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "simple_registry.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -251,3 +251,31 @@ def test_a_secret_value_is_never_echoed_in_a_config_error(tmp_path: Path) -> Non
     result = run_cli("-c", str(config), "check-config")
     assert result.returncode == 2
     assert "hunter2" not in result.stderr
+
+
+def _taken_port() -> tuple[socket.socket, int]:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    return holder, holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["server", "cacher"])
+def test_a_taken_port_is_a_one_line_error_naming_the_address(
+    tmp_path: Path, command: str
+) -> None:
+    holder, port = _taken_port()
+    override = tmp_path / "override.toml"
+    override.write_text(
+        f'[server]\nbind_address = "127.0.0.1"\nport = {port}\n'
+        f'[cacher]\nmetrics_bind_address = "127.0.0.1"\nmetrics_port = {port}\n'
+        + ('[queue.redis]\nurl = "redis://127.0.0.1:1/0"\n' if command == "cacher" else "")
+        + f'[blob_store.fs]\nroot_dir = "{tmp_path / "data"}"\n'
+    )
+    with holder:
+        result = run_cli("-c", str(DATA / "tutorial-step1.toml"), "-c", str(override), command)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert len(lines) == 1

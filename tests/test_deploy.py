@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from services.common.config import (
+from simple_registry.common.config import (
     FsStorageSettings,
     S3StorageSettings,
     Settings,
@@ -139,14 +138,14 @@ def command_configs(command: list[str]) -> list[str]:
 
 
 def frontend_routes(settings: Settings) -> set[str]:
-    from services.frontend.app import create_app
+    from simple_registry.frontend.app import create_app
 
     app = create_app(settings)  # builds the router only; nothing is opened before startup
     return {resource.canonical for resource in app.router.resources()}
 
 
 def cacher_status_routes() -> set[str]:
-    from services.cacher.service import _status_app
+    from simple_registry.cacher.service import _status_app
 
     app = _status_app(None, None)  # type: ignore[arg-type]  # handlers are not called
     return {resource.canonical for resource in app.router.resources()}

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import requests
+from simple_registry.common.queue.jobs import CacheJob, JobKind
 
-from services.common.queue.jobs import CacheJob, JobKind
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.faulty_proxy import FaultyProxy
 from tests.fixtures.mirror import MirrorFactory

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgpack
 import pytest
 from redis.asyncio import Redis
-
-from services.common.config import RedisQueueSettings
-from services.common.queue import CacheJob, Delivery, JobKind, QueueUnavailable
-from services.common.queue.redis import DEAD, JOBS, RedisQueue, queue_key
+from simple_registry.common.config import RedisQueueSettings
+from simple_registry.common.queue import CacheJob, Delivery, JobKind, QueueUnavailable
+from simple_registry.common.queue.redis import DEAD, JOBS, RedisQueue, queue_key
 
 if TYPE_CHECKING:
     from tests.fixtures.redis_server import RedisServer

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis as redis_py
 import requests
+from simple_registry.common.queue.jobs import CacheJob, JobKind
 
-from services.common.queue.jobs import CacheJob, JobKind
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.haproxy import Haproxy
 from tests.fixtures.images import PushedImage

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
-
-from services.common.oci import Digest
-from services.common.storage.fs import TEMP_MARKER, FsObjectStore
-from services.common.storage.layout import ManifestRecord, RegistryStorage, blob_key
-from services.common.storage.objects import DigestMismatch, ObjectStore, StorageUnavailable
-from services.common.storage.s3 import S3ObjectStore, S3ObjectWriter
+from simple_registry.common.oci import Digest
+from simple_registry.common.storage.fs import TEMP_MARKER, FsObjectStore
+from simple_registry.common.storage.layout import ManifestRecord, RegistryStorage, blob_key
+from simple_registry.common.storage.objects import DigestMismatch, ObjectStore, StorageUnavailable
+from simple_registry.common.storage.s3 import S3ObjectStore, S3ObjectWriter
 
 if TYPE_CHECKING:
     # Imported for types only: at run time the module is loaded as a pytest plugin (so

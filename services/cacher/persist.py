@@ -14,10 +14,10 @@ from ..common.oci import Digest
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route, Router
 from ..common.storage import DigestMismatch, ManifestRecord, RegistryStorage
-from ..common.upstream.client import UpstreamClient, UpstreamCorrupt, accept_header
+from ..common.upstream import UpstreamClient, UpstreamCorrupt, accept_header
 from ..common.upstream.pool import UpstreamPool, first_answer
 
-log = logging.getLogger("simple_registry.cacher")
+log = logging.getLogger(__name__)
 
 # The fetch lock of a digest lives this long unless its holder refreshes it, so the lock of
 # a cacher that was killed mid-fetch frees itself quickly.

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..common.config import Settings
+from ..common.listen import listening_socket
 from ..common.metrics import CONTENT_TYPE_LATEST
 from ..common.runtime import RUNTIME, Runtime, open_runtime
-from .worker import Cacher
+from .consumer import Cacher
 
-log = logging.getLogger("simple_registry.cacher")
+log = logging.getLogger(__name__)
 
 CACHER = web.AppKey("cacher", Cacher)
 
@@ -73,6 +74,8 @@ def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
 
 async def run_standalone(settings: Settings) -> None:
     """The `cacher` command: consume jobs until SIGTERM/SIGINT, then drain."""
+    # Bound first: a taken port stops start-up before anything is opened.
+    sock = listening_socket(settings.cacher.metrics_bind_address, settings.cacher.metrics_port)
     runtime = await open_runtime(settings)
     cacher = Cacher(runtime)
     stop = asyncio.Event()
@@ -81,7 +84,7 @@ async def run_standalone(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(_status_app(runtime, cacher), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.cacher.metrics_bind_address, settings.cacher.metrics_port)
+    site = web.SockSite(runner, sock)
     try:
         await site.start()
         log.info(

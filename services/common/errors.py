@@ -44,11 +44,6 @@ class ManifestUnknown(RegistryError):
     status = 404
 
 
-class ManifestInvalid(RegistryError):
-    code = "MANIFEST_INVALID"
-    status = 400
-
-
 class BlobUnknown(RegistryError):
     code = "BLOB_UNKNOWN"
     status = 404

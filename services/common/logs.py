@@ -8,6 +8,8 @@ import sys
 from aiohttp.http_exceptions import HttpProcessingError
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
+# The package's own name ("simple_registry"), whatever folder it was installed from.
+ACCESS_LOGGER = f"{__name__.split('.')[0]}.access"
 
 
 class _ParserErrorFilter(logging.Filter):
@@ -37,6 +39,6 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's own client/server chatter is rarely what an operator needs at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("simple_registry.access").setLevel(level.upper())
+    logging.getLogger(ACCESS_LOGGER).setLevel(level.upper())
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("aiobotocore").setLevel(logging.WARNING)

@@ -102,5 +102,19 @@ class Metrics:
             registry=r,
         )
 
+        self.memory_entries = Gauge(
+            "registry_memory_entries",
+            "Entries in the frontend's bounded memory (manifests, tags, layer links)",
+            registry=r,
+        )
+        self.memory_bytes = Gauge(
+            "registry_memory_bytes", "Approximate bytes held by the frontend's memory", registry=r
+        )
+        self.memory_evictions = Counter(
+            "registry_memory_evictions_total",
+            "Entries evicted from the frontend's memory to stay within its bound",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,10 +51,6 @@ class RepositoryName:
             raise NameInvalid("invalid repository name", detail={"name": text[:300]})
         return cls(text)
 
-    @property
-    def segments(self) -> tuple[str, ...]:
-        return tuple(self.value.split("/"))
-
     def __str__(self) -> str:
         return self.value
 
@@ -112,3 +108,14 @@ def parse_reference(text: str) -> Reference:
     if ":" in text:
         return Digest.parse(text)
     return Tag.parse(text)
+
+
+def accepts(accept: str | None, media_type: str) -> bool:
+    """Does an Accept header admit this manifest type? No header admits everything, and so
+    does one that names no manifest type at all."""
+    if not accept:
+        return True
+    offered = {part.split(";")[0].strip() for part in accept.split(",")}
+    return bool(offered & {media_type, "*/*", "application/*", "application/json"}) or not (
+        offered & set(MANIFEST_MEDIA_TYPES)
+    )

@@ -59,17 +59,22 @@ class Router:
             repository = self._by_namespace.get(namespace.lower())
             if repository is not None:
                 return self._route(repository, name.value)
-        for repository in self._by_prefix:
-            if name.value == repository.name:
-                return self._route(repository, "")
-            if name.value.startswith(repository.name + "/"):
-                return self._route(repository, name.value[len(repository.name) + 1 :])
+        repository = self.owner(name.value)
+        if repository is not None:
+            return self._route(repository, name.value[len(repository.name) + 1 :])
         if self._default is not None:
             return self._route(self._default, name.value)
         raise NameUnknown(
             "repository name not known to registry: no configured repository matches",
             detail={"name": name.value},
         )
+
+    def owner(self, name: str) -> RepositorySettings | None:
+        """The repository whose key is the longest whole-segment prefix of `name`."""
+        for repository in self._by_prefix:
+            if name == repository.name or name.startswith(repository.name + "/"):
+                return repository
+        return None
 
     def repository(self, name: str) -> RepositorySettings | None:
         return self._repositories.get(name)

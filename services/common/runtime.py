@@ -21,7 +21,7 @@ from .storage import ObjectStore, RegistryStorage
 from .storage.fs import FsObjectStore
 from .upstream.pool import UpstreamPool
 
-log = logging.getLogger("simple_registry")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "simple-registry/0.1 (+pull-through cache)"
 
@@ -87,7 +87,7 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
             settings.repositories,
             session,
             metrics,
-            (settings.global_.upstream_failure_threshold, settings.global_.upstream_cooldown_secs),
+            settings.global_,
         ),
         router=Router(settings.repositories, settings.global_.default_repository),
         metrics=metrics,

@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from ..common.config import Settings
 from ..common.errors import NotFound, Unsupported
-from ..common.runtime import RUNTIME, Runtime, open_runtime
-from ..common.storage.fs import FsObjectStore
-from ..common.storage.layout import STAGING_PREFIX
-from .blobs import BlobService
-from .fanout import Fanout
-from .handlers import BLOBS, PULL, dispatch, healthz, metrics, readyz
+from ..common.runtime import RUNTIME, open_runtime
+from .handlers import dispatch
 from .middlewares import add_api_version_header, oci_errors, request_metrics
-from .pull import PullThrough
+from .pullthrough import handover
+from .pullthrough.blobs import BlobService
+from .pullthrough.jobs import JobSubmitter
+from .pullthrough.manifests import ManifestService
+from .pullthrough.memory import PullMemory
+from .state import FRONTEND, Frontend
+from .status import healthz, metrics, readyz
+
+log = logging.getLogger(__name__)
 
 # Registry requests have no body (pushes are refused), so a small cap suffices.
 MAX_REQUEST_BODY = 64 * 1024
-
-
-def _fanout_for(runtime: Runtime) -> tuple[Fanout, Callable[[Path], str] | None]:
-    """With filesystem storage, spool into its staging folder so that the cacher can commit
-    the spooled bytes by a rename; otherwise spool into a local temporary folder."""
-    objects = runtime.storage.objects
-    if isinstance(objects, FsObjectStore):
-        return Fanout(objects.root / STAGING_PREFIX), lambda path: f"{STAGING_PREFIX}/{path.name}"
-    # One folder for every worker and restart: file names are unique, and stale ones (a
-    # process that died mid-download) are swept at start-up.
-    return Fanout(Path(tempfile.gettempdir()) / "simple-registry-spool"), None
 
 
 async def _no_expectations(request: web.Request) -> None:
@@ -54,16 +46,41 @@ def create_app(settings: Settings) -> web.Application:
     async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
         app[RUNTIME] = runtime
-        pull = PullThrough(runtime)
-        app[PULL] = pull
-        fanout, staging_key = _fanout_for(runtime)
-        fanout.sweep_stale()
-        app[BLOBS] = BlobService(runtime, pull.jobs, fanout, staging_key)
+        memory = PullMemory(runtime.metrics)
+        jobs = JobSubmitter(runtime.queue, runtime.metrics)
+        hand_over = handover.for_storage(runtime.storage, jobs)
+        blobs = BlobService(
+            runtime.storage,
+            runtime.upstreams,
+            memory,
+            jobs,
+            hand_over,
+            runtime.metrics,
+            max_blob_size=settings.global_.max_blob_size,
+            redirect=settings.global_.enable_blob_redirect,
+        )
+        removed = blobs.fanout.sweep_stale()
+        if removed:
+            log.info("removed %d spool files left by a previous run", removed)
+        app[FRONTEND] = Frontend(
+            runtime=runtime,
+            memory=memory,
+            jobs=jobs,
+            manifests=ManifestService(
+                runtime.storage,
+                runtime.upstreams,
+                memory,
+                jobs,
+                runtime.metrics,
+                settings.global_.max_manifest_size,
+            ),
+            blobs=blobs,
+        )
         try:
             yield
         finally:
-            await fanout.close()
-            await pull.jobs.flush()
+            await blobs.close()
+            await jobs.flush()
             await runtime.close()
 
     app.cleanup_ctx.append(runtime_context)

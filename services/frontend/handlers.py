@@ -1,26 +1,27 @@
-"""HTTP handlers: turn a request into an action, check the access policy, answer."""
+"""HTTP handlers: a request becomes an action, the access policy decides, the pull-through
+services answer with values, and those become responses here."""
 
 from __future__ import annotations
 
-import asyncio
-from urllib.parse import quote, urlencode
-
 from aiohttp import web
 
-from ..common.errors import Denied, NameUnknown, PaginationInvalid
-from ..common.metrics import CONTENT_TYPE_LATEST
+from ..common.errors import BackendUnavailable, Denied
 from ..common.oci import Digest, RepositoryName, Tag
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
 from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers, parse_action
-from .blobs import BlobService, etag_matches
+from .listing import catalog, tags_list
 from .middlewares import ROUTE_LABEL
-from .pull import PullThrough
-
-PULL = web.AppKey("pull", PullThrough)
-BLOBS = web.AppKey("blobs", BlobService)
-
-MAX_PAGE_SIZE = 10_000
+from .pullthrough.answers import SpooledBlob, StoredBlob, UpstreamBlobHead
+from .responses import (
+    blob_headers,
+    etag_matches,
+    not_modified,
+    send_spool,
+    served_bytes,
+    stored_blob_response,
+)
+from .state import FRONTEND
 
 
 def _route(request: web.Request, name: RepositoryName) -> Route:
@@ -41,7 +42,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         case GetManifest(name=name, reference=reference):
             return await manifest(request, _route(request, name), reference)
         case GetBlob(name=name, digest=digest):
-            return await request.app[BLOBS].serve(request, _route(request, name), digest)
+            return await blob(request, _route(request, name), digest)
         case ListTags(name=name):
             return await tags_list(request, name, _route(request, name))
         case Referrers(name=name):
@@ -60,10 +61,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 async def manifest(
     request: web.Request, route: Route, reference: Tag | Digest
 ) -> web.StreamResponse:
-    pull = request.app[PULL]
+    manifests = request.app[FRONTEND].manifests
     # Docker and containers/image send one Accept header per media type: read them all.
     accept = ", ".join(request.headers.getall("Accept", ())) or None
-    answer = await pull.manifest(route, reference, accept)
+    answer = await manifests.get(route, reference, accept)
     headers = {
         "Docker-Content-Digest": answer.digest,
         "Content-Type": answer.media_type,
@@ -76,104 +77,46 @@ async def manifest(
     if namespace is not None and request.query.get("ns", "").lower() == namespace:
         headers["OCI-Namespace"] = namespace
     if etag_matches(request, answer.digest):
-        return web.Response(status=304, headers={"ETag": headers["ETag"]})
+        return not_modified(answer.digest)
     if request.method == "HEAD":
         headers["Content-Length"] = str(answer.size)
         return web.Response(status=200, headers=headers)
-    body = await pull.read_manifest_bytes(answer)
+    body = await manifests.read_bytes(answer)
     response = web.Response(status=200, body=body, headers=headers)
     response.content_type = answer.media_type
     return response
 
 
-def _page(request: web.Request, items: list[str]) -> tuple[list[str], str | None]:
-    """Apply `n` and `last`; return the page and the query string of the next page."""
-    n_text = request.query.get("n")
-    last = request.query.get("last")
-    n: int | None = None
-    if n_text is not None:
-        # isdigit() admits "²" and int() refuses 5,000 digits: ASCII and short first.
-        digits = n_text.lstrip("0") or "0"
-        if (
-            not (n_text.isascii() and n_text.isdigit())
-            or len(digits) > len(str(MAX_PAGE_SIZE))
-            or int(digits) > MAX_PAGE_SIZE
-        ):
-            raise PaginationInvalid(
-                f"n must be an integer from 0 to {MAX_PAGE_SIZE}", detail={"n": n_text[:50]}
-            )
-        n = int(digits)
-    if last:
-        items = [item for item in items if item > last]
-    if n is None or len(items) <= n:
-        return items, None
-    page = items[:n]
-    if not page:
-        return page, None
-    return page, urlencode({"n": n, "last": page[-1]})
-
-
-def _link(path: str, query: str | None) -> dict[str, str]:
-    return {"Link": f'<{path}?{query}>; rel="next"'} if query else {}
-
-
-async def tags_list(request: web.Request, name: RepositoryName, route: Route) -> web.Response:
-    tags = await request.app[RUNTIME].storage.list_tags(route.storage_name)
-    if not tags:
-        raise NameUnknown("no tags of this repository are cached", detail={"name": name.value})
-    page, next_query = _page(request, tags)
-    return web.json_response(
-        {"name": name.value, "tags": page},
-        headers=_link(f"/v2/{quote(name.value)}/tags/list", next_query),
-    )
-
-
-async def catalog(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    names = []
-    for name in await runtime.storage.list_repositories():
-        repository = runtime.router.repository(name.split("/", 1)[0])
-        if repository is not None and repository.access_policy.default_allow:
-            names.append(name)
-    page, next_query = _page(request, names)
-    return web.json_response({"repositories": page}, headers=_link("/v2/_catalog", next_query))
-
-
-async def metrics(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    try:
-        depth = await asyncio.wait_for(runtime.queue.depth(), timeout=1.0)
-        runtime.metrics.queue_depth.set(depth)
-    except Exception:  # the queue being down is reported by registry_caching_degraded
-        pass
-    return web.Response(
-        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    checks: dict[str, str] = {}
-    ready = True
-    try:
-        await asyncio.wait_for(runtime.storage.objects.ping(), 5.0)
-        checks["storage"] = "ok"
-    except Exception as error:
-        checks["storage"] = f"unavailable: {error}"
-        ready = False
-    try:
-        await asyncio.wait_for(runtime.queue.ping(), 2.0)
-        checks["queue"] = "ok"
-    except Exception as error:
-        # Caching is degraded, pulls still work: still ready.
-        checks["queue"] = f"degraded: {error}"
-    if checks["queue"] == "ok":
-        request.app[PULL].jobs.queue_reachable()
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+async def blob(request: web.Request, route: Route, digest: Digest) -> web.StreamResponse:
+    frontend = request.app[FRONTEND]
+    metrics = frontend.runtime.metrics
+    # A spool handed to the cacher may be committed (and gone) before this client opens it:
+    # then it is a hit on the next look.
+    for _ in range(3):
+        answer = await frontend.blobs.get(route, digest, head=request.method == "HEAD")
+        match answer:
+            case StoredBlob():
+                served = served_bytes(request, answer) if not etag_matches(request, digest) else 0
+                response = await stored_blob_response(request, answer)
+                metrics.bytes_served.labels("cache").inc(served)
+                return response
+            case UpstreamBlobHead(size=size):
+                headers = blob_headers(digest)
+                if size is not None:
+                    headers["Content-Length"] = str(size)
+                return web.Response(status=200, headers=headers)
+            case SpooledBlob(spool=spool):
+                response = web.StreamResponse(status=200, headers=blob_headers(digest))
+                if spool.size is not None:
+                    response.content_length = spool.size
+                metrics.streams_in_flight.inc()
+                try:
+                    ok = await send_spool(request, response, spool)
+                finally:
+                    metrics.streams_in_flight.dec()
+                if not response.prepared:
+                    continue  # the spool was handed to the cacher and committed: a hit now
+                if ok:
+                    metrics.bytes_served.labels("upstream").inc(spool.written)
+                return response
+    raise BackendUnavailable("the blob moved between spool and storage; retry the request")

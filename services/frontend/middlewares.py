@@ -1,69 +1,29 @@
-"""Cross-cutting concerns: the one place where exceptions become OCI error responses."""
+"""Cross-cutting concerns: errors into OCI bodies (via `errors`), request metrics, and the
+API version header."""
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..common.errors import BackendUnavailable, NotFound, RegistryError, SizeInvalid, Unsupported
-from ..common.queue import QueueUnavailable
 from ..common.runtime import RUNTIME
-from ..common.storage.objects import StorageUnavailable
+from .errors import API_VERSION_HEADER, error_response, to_registry_error
 
-log = logging.getLogger("simple_registry.frontend")
-
-API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-
-
-def error_response(error: RegistryError) -> web.Response:
-    headers = dict(error.headers)
-    headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-    return web.Response(
-        status=error.status,
-        body=json.dumps(error.body()).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _from_http_exception(exc: web.HTTPException) -> RegistryError:
-    if exc.status == 404:
-        return NotFound("no such route")
-    if exc.status == 405:
-        return Unsupported("method not allowed")
-    if exc.status == 413:
-        return SizeInvalid("request too large")
-    error = RegistryError(exc.reason or "request failed")
-    error.status = exc.status  # type: ignore[misc]
-    return error
+ROUTE_LABEL = web.RequestKey("route_label", str)
 
 
 @web.middleware
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except RegistryError as error:
-        return error_response(error)
-    except (StorageUnavailable, QueueUnavailable) as error:
-        log.warning(
-            "backend unavailable method=%s path=%s: %s", request.method, request.path, error
-        )
-        return error_response(BackendUnavailable("storage unavailable; retry later"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and 304s are answers, not errors
-        return error_response(_from_http_exception(exc))
-    except Exception:
-        # Never a traceback to the client; the log has it.
-        log.exception("unhandled error method=%s path=%s", request.method, request.path)
-        return error_response(RegistryError("internal error; see the registry log"))
-
-
-ROUTE_LABEL = web.RequestKey("route_label", str)
+        return error_response(to_registry_error(request, exc))
+    except Exception as error:
+        return error_response(to_registry_error(request, error))
 
 
 @web.middleware

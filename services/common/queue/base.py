@@ -52,6 +52,10 @@ class JobQueue(abc.ABC):
         """Give up on the job, keeping it and the reason for an operator."""
 
     @abc.abstractmethod
+    async def dead_letters(self, count: int = 100) -> list[tuple[CacheJob | None, str]]:
+        """The oldest `count` dead letters: the job (None when undecodable) and the reason."""
+
+    @abc.abstractmethod
     async def depth(self) -> int:
         """Jobs waiting or in progress."""
 

@@ -49,10 +49,6 @@ class CacheJob:
     def storage_name(self) -> str:
         return f"{self.repository}/{self.remote_name}" if self.remote_name else self.repository
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"{self.kind}:{self.digest}"
-
     def next_attempt(self, error: str) -> CacheJob:
         return replace(self, attempt=self.attempt + 1, last_error=error[:500])
 

@@ -9,7 +9,7 @@ import logging
 from .base import Delivery, JobQueue
 from .jobs import CacheJob
 
-log = logging.getLogger("simple_registry.queue")
+log = logging.getLogger(__name__)
 
 
 class MemoryQueue(JobQueue):
@@ -22,7 +22,7 @@ class MemoryQueue(JobQueue):
         self._delayed: set[asyncio.TimerHandle] = set()
         self._ids = itertools.count(1)
         self._locks: set[str] = set()
-        self.dead_letters: list[tuple[CacheJob | None, str]] = []
+        self._dead: list[tuple[CacheJob | None, str]] = []
 
     async def enqueue(self, job: CacheJob) -> None:
         self._ready.put_nowait(Delivery(id=str(next(self._ids)), job=job))
@@ -56,7 +56,10 @@ class MemoryQueue(JobQueue):
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._pending.pop(delivery.id, None)
-        self.dead_letters.append((delivery.job, reason))
+        self._dead.append((delivery.job, reason))
+
+    async def dead_letters(self, count: int = 100) -> list[tuple[CacheJob | None, str]]:
+        return self._dead[:count]
 
     async def depth(self) -> int:
         return self._ready.qsize() + len(self._pending) + len(self._delayed)

@@ -37,7 +37,7 @@ from ..config import RedisQueueSettings
 from .base import Delivery, JobQueue, QueueUnavailable
 from .jobs import CacheJob, UnsupportedJobVersion
 
-log = logging.getLogger("simple_registry.queue")
+log = logging.getLogger(__name__)
 
 JOBS = "jobs"
 DELAYED = "delayed"

@@ -86,7 +86,6 @@ class FsObjectWriter(ObjectWriter):
 
 
 class FsObjectStore(ObjectStore):
-    kind = "fs"
     # A folder shared by several hosts (NFS, a ReadWriteMany volume) works too: every
     # publication is a rename within one folder.
     shared = True

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from typing import TypeVar
 
 from ..oci import Digest
 from .objects import DigestMismatch, ObjectStore, ObjectWriter, StorageUnavailable
+from .staging import parse_staged_key
 
 T = TypeVar("T")
 
@@ -53,11 +53,6 @@ class ManifestRecord:
 class BlobInfo:
     digest: Digest
     size: int
-
-
-STAGING_PREFIX = "_staging"
-# A staged key comes back inside a cache job: accept only what a frontend could have made.
-STAGED_KEY_RE = re.compile(r"^_staging/[a-z0-9]+-[a-f0-9]{64,128}\.[a-f0-9]{32}$")
 
 
 _THREAD_HASH_MIN = 128 * 1024
@@ -174,7 +169,7 @@ class RegistryStorage:
     async def commit_staged(self, staged_key: str, digest: Digest) -> bool:
         """Verify bytes a frontend staged and publish them as the blob; False (and the
         staged object removed) when they are missing, incomplete or wrong."""
-        if not STAGED_KEY_RE.match(staged_key):
+        if parse_staged_key(staged_key) != digest:
             return False
         if await self.objects.stat(staged_key) is None:
             return False

@@ -48,7 +48,6 @@ class ObjectWriter(abc.ABC):
 
 
 class ObjectStore(abc.ABC):
-    kind: str = "abstract"
     shared: bool = False  # can several processes on several hosts use it at once?
 
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -103,3 +102,7 @@ class ObjectStore(abc.ABC):
 
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise StorageUnavailable when the backend cannot be used."""
+
+    async def sweep_temp_files(self, older_than_secs: float = 3600.0) -> int:
+        """Remove what crashed writers left behind; returns how many (none by default)."""
+        return 0

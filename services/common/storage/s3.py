@@ -184,7 +184,6 @@ class S3ObjectWriter(ObjectWriter):
 
 
 class S3ObjectStore(ObjectStore):
-    kind = "s3"
     shared = True
     list_page_size = 1000  # S3's maximum keys per ListObjectsV2 answer
 

@@ -1,9 +1,10 @@
-"""Talking to upstream registries: authentication (`auth`) and requests (`client`)."""
+"""Talking to upstream registries: authentication (`auth`), requests (`client`), health
+(`health`), failures (`errors`) and the upstreams of each repository (`pool`)."""
 
-from .client import (
-    BlobDownload,
-    ManifestHead,
-    UpstreamClient,
+from .client import BlobDownload, FetchedManifest, ManifestHead, UpstreamClient, accept_header
+from .errors import (
+    ManifestTooLarge,
+    UpstreamCorrupt,
     UpstreamDenied,
     UpstreamError,
     UpstreamNotFound,
@@ -13,11 +14,15 @@ from .client import (
 
 __all__ = [
     "BlobDownload",
+    "FetchedManifest",
     "ManifestHead",
+    "ManifestTooLarge",
     "UpstreamClient",
+    "UpstreamCorrupt",
     "UpstreamDenied",
     "UpstreamError",
     "UpstreamNotFound",
     "UpstreamRateLimited",
     "UpstreamUnavailable",
+    "accept_header",
 ]

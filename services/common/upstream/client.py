@@ -24,37 +24,20 @@ from ..config import UpstreamSettings
 from ..metrics import Metrics
 from ..oci import MANIFEST_MEDIA_TYPES
 from .auth import DEFAULT_TOKEN_LIFETIME_SECS, Challenge, TokenCache, basic_header, parse_challenge
+from .errors import (
+    ManifestTooLarge,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from .health import Refused, UpstreamHealth
 
-log = logging.getLogger("simple_registry.upstream")
+log = logging.getLogger(__name__)
 
 BLOB_CHUNK_SIZE = 256 * 1024
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-
-
-class UpstreamError(Exception):
-    def __init__(self, upstream: str, message: str):
-        super().__init__(f"{upstream}: {message}")
-        self.upstream = upstream
-        self.message = message
-
-
-class UpstreamNotFound(UpstreamError):
-    """The upstream answered 404: it does not have this content."""
-
-
-class UpstreamUnavailable(UpstreamError):
-    """Refused, timed out, 5xx or otherwise unusable; the content may exist."""
-
-
-class UpstreamRateLimited(UpstreamUnavailable):
-    def __init__(self, upstream: str, message: str, retry_after: float | None):
-        super().__init__(upstream, message)
-        self.retry_after = retry_after
-
-
-class UpstreamDenied(UpstreamUnavailable):
-    """401/403 after authenticating: the credentials do not grant access."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +72,13 @@ def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | None:
     if settings.client_certificate is not None and settings.client_private_key is not None:
         context.load_cert_chain(str(settings.client_certificate), str(settings.client_private_key))
     return context
+
+
+def refused_error(host: str, refused: Refused) -> UpstreamError:
+    """A request the upstream's health refused, as the error a caller handles."""
+    if refused.rate_limited:
+        return UpstreamRateLimited(host, str(refused), refused.retry_after)
+    return UpstreamUnavailable(host, str(refused))
 
 
 class BlobDownload:
@@ -157,11 +147,11 @@ class UpstreamClient:
         tokens: TokenCache,
         repository: str,
         metrics: Metrics,
-        health: UpstreamHealth | None = None,
+        health: UpstreamHealth,
     ):
         self.settings = settings
         self.metrics = metrics
-        self.health = health or UpstreamHealth(settings.host, 3, 30.0)
+        self.health = health
         self.session = session
         self.tokens = tokens
         self.repository = repository
@@ -300,9 +290,7 @@ class UpstreamClient:
         try:
             probe = self.health.before_request()
         except Refused as refused:
-            if refused.rate_limited:
-                raise UpstreamRateLimited(self.host, str(refused), refused.retry_after) from None
-            raise UpstreamUnavailable(self.host, str(refused)) from None
+            raise refused_error(self.host, refused) from None
         try:
             response = await self._authenticated_request(method, name, path, headers)
         except UpstreamDenied:
@@ -482,14 +470,6 @@ class UpstreamClient:
             self.log_fetch("GET", name, digest, response.status, 0, started)
             raise
         return BlobDownload(response, self, name, digest, started)
-
-
-class UpstreamCorrupt(UpstreamUnavailable):
-    """The upstream sent content that does not match its digest."""
-
-
-class ManifestTooLarge(UpstreamUnavailable):
-    """The upstream's manifest exceeds `max_manifest_size`."""
 
 
 def accept_header(client_accept: str | None = None) -> str:

@@ -13,7 +13,7 @@ import logging
 import time
 from enum import StrEnum
 
-log = logging.getLogger("simple_registry.upstream")
+log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER_SECS = 60.0
 
@@ -44,26 +44,35 @@ class UpstreamHealth:
         self._probe_in_flight = False
         self.blocked_until = 0.0
 
-    def before_request(self) -> bool:
-        """Raise Refused when no request may go out now; True when this one is the probe."""
+    def refusal(self) -> Refused | None:
+        """Why no request may go out now, or None when one may. A peek: takes no probe."""
         now = time.monotonic()
         if now < self.blocked_until:
-            raise Refused(
+            return Refused(
                 "rate limited by the upstream",
                 retry_after=self.blocked_until - now,
                 rate_limited=True,
             )
+        if self.state is BreakerState.OPEN and now - self._opened_at < self.cooldown_secs:
+            return Refused(
+                "upstream marked unhealthy (circuit open)",
+                retry_after=self.cooldown_secs - (now - self._opened_at),
+            )
+        if self.state is not BreakerState.CLOSED and self._probe_in_flight:
+            return Refused("upstream being probed after failures (circuit half-open)")
+        return None
+
+    def accepting(self) -> bool:
+        return self.refusal() is None
+
+    def before_request(self) -> bool:
+        """Raise Refused when no request may go out now; True when this one is the probe."""
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
         if self.state is BreakerState.CLOSED:
             return False
-        if self.state is BreakerState.OPEN:
-            if now - self._opened_at < self.cooldown_secs:
-                raise Refused(
-                    "upstream marked unhealthy (circuit open)",
-                    retry_after=self.cooldown_secs - (now - self._opened_at),
-                )
-            self.state = BreakerState.HALF_OPEN
-        if self._probe_in_flight:
-            raise Refused("upstream being probed after failures (circuit half-open)")
+        self.state = BreakerState.HALF_OPEN
         self._probe_in_flight = True
         return True
 

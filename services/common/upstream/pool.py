@@ -7,11 +7,11 @@ from typing import TypeVar
 
 import aiohttp
 
-from ..config import RepositorySettings, UpstreamSettings
+from ..config import GlobalSettings, RepositorySettings, UpstreamSettings
 from ..metrics import Metrics
 from .auth import TokenCache
-from .client import (
-    UpstreamClient,
+from .client import UpstreamClient, refused_error
+from .errors import (
     UpstreamDenied,
     UpstreamError,
     UpstreamNotFound,
@@ -31,7 +31,7 @@ class UpstreamPool:
         repositories: Mapping[str, RepositorySettings],
         session: aiohttp.ClientSession,
         metrics: Metrics,
-        breaker: tuple[int, float] = (3, 30.0),
+        breaker: GlobalSettings,
     ):
         self.tokens = TokenCache()
         self._health: dict[str, UpstreamHealth] = {}
@@ -43,14 +43,29 @@ class UpstreamPool:
             for name, repo in repositories.items()
         }
 
-    def _health_of(self, upstream: UpstreamSettings, breaker: tuple[int, float]) -> UpstreamHealth:
+    def _health_of(self, upstream: UpstreamSettings, breaker: GlobalSettings) -> UpstreamHealth:
         # One health record per upstream URL, shared by every repository that uses it.
         if upstream.url not in self._health:
-            self._health[upstream.url] = UpstreamHealth(upstream.host, *breaker)
+            self._health[upstream.url] = UpstreamHealth(
+                upstream.host, breaker.upstream_failure_threshold, breaker.upstream_cooldown_secs
+            )
         return self._health[upstream.url]
 
     def clients(self, repository: str) -> list[UpstreamClient]:
         return self._clients.get(repository, [])
+
+    def accepting(self, repository: str) -> bool:
+        """Would any upstream of `repository` take a request now (breaker, rate limit)?"""
+        return any(client.health.accepting() for client in self.clients(repository))
+
+    def refusal(self, repository: str) -> UpstreamError:
+        """The error a request to `repository`'s upstreams would meet now (none accepting)."""
+        errors: list[UpstreamError] = []
+        for client in self.clients(repository):
+            refused = client.health.refusal()
+            if refused is not None:
+                errors.append(refused_error(client.host, refused))
+        return most_telling(errors)
 
 
 async def first_answer(
@@ -68,12 +83,17 @@ async def first_answer(
             return await operation(client)
         except UpstreamError as error:
             errors.append(error)
+    raise most_telling(errors)
+
+
+def most_telling(errors: list[UpstreamError]) -> UpstreamError:
+    """Not-found only if every upstream said so, else rate-limited, denied, unavailable."""
     if not errors:
-        raise UpstreamUnavailable("-", "no upstream configured")
+        return UpstreamUnavailable("-", "no upstream configured")
     if all(isinstance(e, UpstreamNotFound) for e in errors):
-        raise errors[0]
+        return errors[0]
     for kind in (UpstreamRateLimited, UpstreamDenied, UpstreamUnavailable):
         for failure in errors:
             if isinstance(failure, kind):
-                raise failure
-    raise errors[-1]
+                return failure
+    return errors[-1]

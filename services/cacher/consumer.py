@@ -20,7 +20,7 @@ from ..common.runtime import Runtime
 from ..common.upstream import UpstreamError
 from .persist import JobDeferred, JobHandler, PermanentJobError
 
-log = logging.getLogger("simple_registry.cacher")
+log = logging.getLogger(__name__)
 
 DEFERRED_DELAY_SECS = 2.0
 
@@ -40,8 +40,9 @@ class Cacher:
         backoff_max_secs: float | None = None,
     ):
         settings = runtime.settings
-        queue_settings = settings.queue
+        retry = settings.retry
         self.queue: JobQueue = runtime.queue
+        self.storage = runtime.storage
         self.handler = JobHandler(
             runtime.storage,
             runtime.upstreams,
@@ -51,13 +52,9 @@ class Cacher:
             settings.global_.max_blob_size,
         )
         self.concurrency = concurrency or settings.global_.max_concurrent_cache_jobs
-        self.max_attempts = max_attempts or (queue_settings.max_attempts if queue_settings else 5)
-        self.backoff_secs = backoff_secs or (
-            queue_settings.retry_backoff_secs if queue_settings else 1.0
-        )
-        self.backoff_max_secs = backoff_max_secs or (
-            queue_settings.retry_backoff_max_secs if queue_settings else 60.0
-        )
+        self.max_attempts = max_attempts or retry.max_attempts
+        self.backoff_secs = backoff_secs or retry.retry_backoff_secs
+        self.backoff_max_secs = backoff_max_secs or retry.retry_backoff_max_secs
         self.consumer = consumer_name()
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = runtime.metrics
@@ -70,6 +67,7 @@ class Cacher:
             self.concurrency,
             self.queue.kind,
         )
+        sweep = asyncio.create_task(self._sweep_temp_files())
         reconnect_delay = 0.5
         while not stop.is_set():
             free = self.concurrency - len(self._tasks)
@@ -90,8 +88,19 @@ class Cacher:
                 task = asyncio.create_task(self._process(delivery))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        sweep.cancel()
         await self._drain(drain_secs)
         log.info("cacher stopped consumer=%s outcomes=%s", self.consumer, self.outcomes)
+
+    async def _sweep_temp_files(self) -> None:
+        """Temp files of writers that crashed (older than any write in progress)."""
+        try:
+            removed = await self.storage.objects.sweep_temp_files()
+        except Exception as error:
+            log.warning("sweep of temp files failed: %s", error)
+            return
+        if removed:
+            log.info("removed %d temp files left by crashed writers", removed)
 
     async def _drain(self, drain_secs: float) -> None:
         if not self._tasks:

@@ -2,17 +2,19 @@
 
 The first miss of a digest starts a `Spool`: a task (not tied to any client) that streams
 the upstream's bytes into a spool file while hashing them. Every client of that digest —
-the first and any that arrive while it runs — reads the spool file at its own pace with
-sendfile, so memory stays bounded, a slow client never slows the download or the other
-clients, and a client that disconnects cancels nothing.
+the first and any that arrive while it runs — reads the spool file at its own pace, so
+memory stays bounded, a slow client never slows the download or the other clients, and a
+client that disconnects cancels nothing.
 
 Integrity: the last byte is released only once the whole blob hashed to its digest; on a
-mismatch or an interrupted download every client's connection is aborted, so no client
-sees a clean finish of wrong bytes, and nothing is handed to the cacher.
+mismatch or an interrupted download the spool fails, every reader is told so (and aborts
+its client's connection), and the file is removed at once.
 
-Hand-over: with filesystem storage the spool file lives in the storage's `_staging/`
-folder, and the cache job names it, so the cacher verifies and commits these very bytes
-instead of fetching the blob a second time.
+A spool moves through one state at a time:
+
+    DOWNLOADING --> VERIFIED --> HANDING_OVER --> VERIFIED    (bytes copied to staging)
+          |             \\-----> HANDED_OVER                  (the cacher owns the file)
+          \\--> FAILED
 """
 
 from __future__ import annotations
@@ -22,25 +24,32 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aiohttp import web
+from ...common.oci import Digest
+from ...common.storage.staging import staged_name
+from ...common.upstream import BlobDownload, UpstreamError
 
-from ..common.oci import Digest
-from ..common.upstream import UpstreamError
-from ..common.upstream.client import BlobDownload
-
-log = logging.getLogger("simple_registry.frontend")
+log = logging.getLogger(__name__)
 
 # How long a finished spool keeps answering late arrivals before it is dropped.
 GRACE_SECS = 30.0
-_SENDFILE_FALLBACK_CHUNK = 256 * 1024
-
-
 SPOOL_CHUNK_SIZE = 1024 * 1024
+
+
+class SpoolState(StrEnum):
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    HANDING_OVER = "handing-over"
+    HANDED_OVER = "handed-over"
+    FAILED = "failed"
+
+
+class SpoolFailed(Exception):
+    pass
 
 
 def _absorb(hasher: Any, file: BinaryIO, chunk: bytes) -> int:
@@ -49,8 +58,7 @@ def _absorb(hasher: Any, file: BinaryIO, chunk: bytes) -> int:
     return len(chunk)
 
 
-class SpoolFailed(Exception):
-    pass
+OnVerified = Callable[["Spool"], Awaitable[None]]
 
 
 class Spool:
@@ -59,15 +67,23 @@ class Spool:
         self.path = path
         self.size = size
         self.written = 0
-        self.done = False
-        self.ok = False
-        self.error: str | None = None
+        self.state = SpoolState.DOWNLOADING
         self.readers = 0
-        self.handed_over = False  # the cacher owns the file now
-        self.busy = False  # still being read for the hand-over: keep it
         self.finished_at = 0.0
         self._file: BinaryIO
         self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def done(self) -> bool:
+        return self.state is not SpoolState.DOWNLOADING
+
+    @property
+    def verified(self) -> bool:
+        return self.state in (
+            SpoolState.VERIFIED,
+            SpoolState.HANDING_OVER,
+            SpoolState.HANDED_OVER,
+        )
 
     def _notify(self) -> None:
         progress, self._progress = self._progress, asyncio.get_running_loop().create_future()
@@ -79,17 +95,19 @@ class Spool:
 
     def releasable(self) -> int:
         """Bytes a client may be sent now: all of them once verified, else all but the last."""
-        if self.ok:
+        if self.verified:
             return self.written
         if self.size is not None:
             return min(self.written, self.size - 1)
         return max(self.written - 1, 0)
 
+    def create(self) -> None:
+        """Create the spool file before any client may try to read it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed by produce()
+
     async def produce(
-        self,
-        download: BlobDownload,
-        max_size: int | None,
-        on_success: Callable[[Spool, int], Awaitable[None]],
+        self, download: BlobDownload, max_size: int | None, on_verified: OnVerified
     ) -> None:
         hasher = self.digest.hasher()
         file = self._file
@@ -117,92 +135,33 @@ class Spool:
                     f"after {self.written} bytes"
                 )
             self.size = self.written
-            self.ok = True
+            self.state = SpoolState.VERIFIED
         except (UpstreamError, SpoolFailed, OSError) as error:
-            self.error = str(error)
+            self.state = SpoolState.FAILED
             log.error("blob download failed digest=%s: %s; nothing cached", self.digest, error)
         finally:
             if absorbing is not None:
                 with contextlib.suppress(Exception):
                     await absorbing
             file.close()
-            self.done = True
+            if self.state is SpoolState.DOWNLOADING:  # cancelled
+                self.state = SpoolState.FAILED
+            if self.state is SpoolState.FAILED:
+                # Readers keep their open file; nothing else may find a failed spool.
+                self.discard()
             self.finished_at = time.monotonic()
             self._notify()
-        if self.ok:
-            await on_success(self, self.written)
+        if self.verified:
+            await on_verified(self)
 
     def _advance(self, size: int) -> None:
         self.written += size
         self._notify()
 
-    def create(self) -> None:
-        """Create the spool file before any client may try to read it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed by produce()
-
     def discard(self) -> None:
-        if not self.handed_over:
+        if self.state is not SpoolState.HANDED_OVER:
             with contextlib.suppress(OSError):
                 self.path.unlink()
-
-    async def stream_to(self, request: web.Request, response: web.StreamResponse) -> bool:
-        """Send the blob to one client as it arrives; False when the transfer was aborted."""
-        try:
-            file = await asyncio.to_thread(open, self.path, "rb")
-        except OSError:
-            return False  # the cacher committed it and the spool is gone: caller retries
-        self.readers += 1
-        try:
-            await response.prepare(request)
-            offset = 0
-            while True:
-                available = self.releasable()
-                if offset < available:
-                    await _send_range(request, response, file, offset, available - offset)
-                    offset = available
-                    continue
-                if self.done:
-                    break
-                await self.wait_for_progress()
-            if not self.ok:
-                _abort(request)
-                return False
-            await response.write_eof()
-            return True
-        except ConnectionError:
-            return False  # the client went away; the download goes on for the others
-        finally:
-            self.readers -= 1
-            await asyncio.to_thread(file.close)
-
-
-async def _send_range(
-    request: web.Request, response: web.StreamResponse, file: BinaryIO, offset: int, count: int
-) -> None:
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise ConnectionResetError("client disconnected")
-    if not response.chunked:  # chunked framing cannot go through sendfile
-        try:
-            # Headers were written by prepare(); sendfile waits for them to drain first.
-            await asyncio.get_running_loop().sendfile(transport, file, offset, count)
-            return
-        except NotImplementedError:
-            pass
-    file.seek(offset)
-    while count > 0:
-        chunk = await asyncio.to_thread(file.read, min(count, _SENDFILE_FALLBACK_CHUNK))
-        if not chunk:
-            raise ConnectionResetError("spool shorter than announced")
-        await response.write(chunk)
-        count -= len(chunk)
-
-
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
 
 
 class Fanout:
@@ -214,12 +173,16 @@ class Fanout:
         self._starting: dict[str, asyncio.Future[Spool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def downloading(self) -> int:
+        return sum(1 for spool in self._spools.values() if not spool.done)
+
     async def spool_for(
         self,
         digest: Digest,
         open_download: Callable[[], Awaitable[BlobDownload]],
         max_size: int | None,
-        on_success: Callable[[Spool, int], Awaitable[None]],
+        on_verified: OnVerified,
     ) -> tuple[Spool, bool]:
         """The spool of `digest`, started if needed; True when another request started it.
 
@@ -239,7 +202,7 @@ class Fanout:
         try:
             download = await open_download()
             try:
-                spool = self.start(digest, download, max_size, on_success)
+                spool = self._start(digest, download, max_size, on_verified)
             except BaseException as error:
                 await download.__aexit__(type(error), error, None)
                 raise
@@ -254,25 +217,31 @@ class Fanout:
     def active(self, digest: Digest) -> Spool | None:
         self._expire()
         spool = self._spools.get(str(digest))
-        if spool is not None and spool.done and not spool.ok:
+        if spool is not None and spool.state is SpoolState.FAILED:
             return None
         return spool
 
-    def start(
+    def _start(
         self,
         digest: Digest,
         download: BlobDownload,
         max_size: int | None,
-        on_success: Callable[[Spool, int], Awaitable[None]],
+        on_verified: OnVerified,
     ) -> Spool:
-        path = self.spool_dir / f"{digest.algorithm}-{digest.hex}.{uuid.uuid4().hex}"
-        spool = Spool(digest, path, download.size)
+        spool = Spool(digest, self.spool_dir / staged_name(digest), download.size)
         spool.create()
         self._spools[str(digest)] = spool
-        task = asyncio.create_task(spool.produce(download, max_size, on_success))
+        task = asyncio.create_task(spool.produce(download, max_size, on_verified))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return spool
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._expire()
+        # Drop the finished spool once its grace period is over, even if no miss comes.
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(GRACE_SECS + 1.0, self._expire)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -280,8 +249,8 @@ class Fanout:
             if (
                 spool.done
                 and spool.readers == 0
-                and not spool.busy
-                and (not spool.ok or now - spool.finished_at > GRACE_SECS)
+                and spool.state is not SpoolState.HANDING_OVER
+                and (spool.state is SpoolState.FAILED or now - spool.finished_at > GRACE_SECS)
             ):
                 del self._spools[key]
                 spool.discard()
@@ -294,12 +263,15 @@ class Fanout:
                 spool.discard()
         self._spools.clear()
 
-    def sweep_stale(self, older_than_secs: float = 3600.0) -> None:
-        """Spool files left by a frontend that died (called at start-up)."""
+    def sweep_stale(self, older_than_secs: float = 3600.0) -> int:
+        """Spool files left by a frontend that died (called at start-up); how many went."""
         cutoff = time.time() - older_than_secs
+        removed = 0
         if not self.spool_dir.is_dir():
-            return
+            return removed
         for entry in os.scandir(self.spool_dir):
             with contextlib.suppress(OSError):
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
+                    removed += 1
+        return removed

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from services.common.config import parse_settings
-from services.common.errors import NameInvalid, NameUnknown
-from services.common.oci import RepositoryName
-from services.common.routing import Router
+from simple_registry.common.config import parse_settings
+from simple_registry.common.errors import NameInvalid, NameUnknown
+from simple_registry.common.oci import RepositoryName
+from simple_registry.common.routing import Router
 
 
 def router(default_repository: str | None = None) -> Router:
@@ -75,3 +74,20 @@ def test_both_ways_of_naming_a_docker_hub_image_share_one_storage_name() -> None
     b = r.resolve(RepositoryName.parse("docker-io/library/nginx"))
     c = r.resolve(RepositoryName.parse("library/nginx"), "docker.io")
     assert a.storage_name == b.storage_name == c.storage_name == "docker-io/library/nginx"
+
+
+@pytest.mark.parametrize(
+    ("stored_name", "owner"),
+    [
+        ("corp/team/app", "corp/team"),
+        ("corp/teams/app", "corp"),
+        ("ghcr.io/org/tool", "ghcr.io"),
+        ("docker-io/library/nginx", "docker-io"),
+        ("elsewhere/app", None),
+    ],
+)
+def test_a_stored_name_belongs_to_the_repository_with_the_longest_whole_segment_key(
+    stored_name: str, owner: str | None
+) -> None:
+    repository = router().owner(stored_name)
+    assert (repository.name if repository else None) == owner

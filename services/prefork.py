@@ -16,17 +16,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-log = logging.getLogger("simple_registry")
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
+log = logging.getLogger(__name__)
 
 
 def run_workers(count: int, sock: socket.socket, serve: Callable[[socket.socket], None]) -> int:

@@ -1,0 +1,176 @@
+"""Blob bytes onto the wire: sendfile of stored files, Range, ETag/If-None-Match, S3 range
+streams, redirects, and a spool sent to one client as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aiohttp import web
+
+from ..common.errors import RangeNotSatisfiable
+from ..common.oci import BLOB_CONTENT_TYPE, Digest
+from .pullthrough.answers import StoredBlob
+from .pullthrough.spool import Spool
+
+_SENDFILE_FALLBACK_CHUNK = 256 * 1024
+
+
+def blob_headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": BLOB_CONTENT_TYPE,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000, immutable",
+    }
+
+
+class BlobFileResponse(web.FileResponse):
+    """`web.FileResponse` (sendfile, Range, If-Modified-Since) whose ETag is the digest:
+    content-addressed bytes never change, whatever the file's mtime."""
+
+    def __init__(self, path: Path, digest: Digest, headers: dict[str, str]):
+        super().__init__(path, headers=headers)
+        self._digest_etag = str(digest)
+
+    @property  # type: ignore[override]
+    def etag(self) -> Any:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        web.FileResponse.etag.fset(self, self._digest_etag)  # type: ignore[attr-defined]
+
+
+def etag_matches(request: web.Request, digest: Digest | str) -> bool:
+    """Does If-None-Match name this content (by its digest, our ETag)?"""
+    if_none_match = request.headers.get("If-None-Match")
+    if not if_none_match:
+        return False
+    candidates = {value.strip().removeprefix("W/").strip('"') for value in if_none_match.split(",")}
+    return "*" in candidates or str(digest) in candidates
+
+
+def not_modified(digest: Digest | str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": f'"{digest}"'})
+
+
+def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single satisfiable byte range, None without Range."""
+    if "Range" not in request.headers:
+        return None
+    try:
+        window = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiable(
+            "only a single byte range is supported",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    start, stop = window.start, window.stop
+    if start is None:
+        return None
+    if start < 0:
+        start = max(size + start, 0)
+        stop = size
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(
+            "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+        )
+    return start, stop
+
+
+async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.StreamResponse:
+    """A blob from storage; returns the response and counts nothing."""
+    headers = blob_headers(blob.digest)
+    if etag_matches(request, blob.digest):
+        return not_modified(blob.digest)
+    if blob.path is not None:
+        requested_range(request, blob.size)  # a 416 in the OCI error format
+        return BlobFileResponse(blob.path, blob.digest, headers)
+    if blob.redirect_url is not None:
+        raise web.HTTPTemporaryRedirect(
+            blob.redirect_url, headers={"Docker-Content-Digest": str(blob.digest)}
+        )
+    window = requested_range(request, blob.size)
+    start, stop = window if window is not None else (0, blob.size)
+    response = web.StreamResponse(status=206 if window else 200, headers=headers)
+    response.content_length = stop - start
+    if window is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{blob.size}"
+    await response.prepare(request)
+    if request.method == "GET":
+        async for chunk in blob.read_range(start, stop):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def served_bytes(request: web.Request, blob: StoredBlob) -> int:
+    """What a GET of a stored blob sends (for the bytes-served metric)."""
+    if request.method != "GET":
+        return 0
+    window = requested_range(request, blob.size)
+    return blob.size if window is None else window[1] - window[0]
+
+
+async def send_spool(request: web.Request, response: web.StreamResponse, spool: Spool) -> bool:
+    """Send a spooled blob to one client as it arrives; False when the transfer was aborted
+    or could not start (the spool is gone: the response is then not prepared)."""
+    try:
+        file = await asyncio.to_thread(open, spool.path, "rb")
+    except OSError:
+        return False  # the cacher committed it and the spool is gone: caller retries
+    spool.readers += 1
+    try:
+        await response.prepare(request)
+        offset = 0
+        while True:
+            available = spool.releasable()
+            if offset < available:
+                await _send_range(request, response, file, offset, available - offset)
+                offset = available
+                continue
+            if spool.done:
+                break
+            await spool.wait_for_progress()
+        if not spool.verified:
+            _abort(request)
+            return False
+        await response.write_eof()
+        return True
+    except ConnectionError:
+        return False  # the client went away; the download goes on for the others
+    finally:
+        spool.readers -= 1
+        await asyncio.to_thread(file.close)
+
+
+async def _send_range(
+    request: web.Request, response: web.StreamResponse, file: BinaryIO, offset: int, count: int
+) -> None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client disconnected")
+    if not response.chunked:  # chunked framing cannot go through sendfile
+        try:
+            # Headers were written by prepare(); sendfile waits for them to drain first.
+            await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+            return
+        except NotImplementedError:
+            pass
+    file.seek(offset)
+    while count > 0:
+        chunk = await asyncio.to_thread(file.read, min(count, _SENDFILE_FALLBACK_CHUNK))
+        if not chunk:
+            raise ConnectionResetError("spool shorter than announced")
+        await response.write(chunk)
+        count -= len(chunk)
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
