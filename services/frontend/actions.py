@@ -1,55 +1,155 @@
-"""A request as a typed action: the router turns method + path into one of these values,
-which drive dispatch, the access policy and the metrics labels."""
+"""A request as a typed action: method + path become one of these values, which drive
+dispatch, the access policy (Angos's action names and `request.*` variables) and the
+metrics labels. Parsing happens before any handler or policy runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..common.errors import NotFound, Unsupported
 from ..common.oci import Digest, Reference, RepositoryName, parse_reference
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
+STATUS_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 @dataclass(frozen=True, slots=True)
-class ApiBase:
+class Action:
+    name: ClassVar[str]  # Angos's action name (`request.action` in rules, the audit log)
+    route_label: ClassVar[str]  # the metrics label
+
+    @property
+    def repository(self) -> RepositoryName | None:
+        """The repository name the action is about, when it is about one."""
+        return None
+
+    def request_variables(self) -> dict[str, Any]:
+        """`request.*` for access rules; optional fields are absent, as in Angos."""
+        return {"action": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class NamedAction(Action):
+    namespace: RepositoryName
+
+    @property
+    def repository(self) -> RepositoryName | None:
+        return self.namespace
+
+    def request_variables(self) -> dict[str, Any]:
+        return {"action": self.name, "namespace": self.namespace.value}
+
+
+# -- the OCI distribution API ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiBase(Action):
+    name = "get-api-version"
     route_label = "base"
 
 
 @dataclass(frozen=True, slots=True)
-class Catalog:
+class Catalog(Action):
+    name = "list-catalog"
     route_label = "catalog"
+    n: int | None = None
+    last: str | None = None
+
+    def request_variables(self) -> dict[str, Any]:
+        return _with_paging({"action": self.name}, self.n, self.last)
 
 
 @dataclass(frozen=True, slots=True)
-class GetManifest:
-    name: RepositoryName
+class GetManifest(NamedAction):
     reference: Reference
+    name = "get-manifest"
     route_label = "manifest"
 
+    def request_variables(self) -> dict[str, Any]:
+        variables = {**NamedAction.request_variables(self), "reference": str(self.reference)}
+        if isinstance(self.reference, Digest):
+            variables["digest"] = str(self.reference)
+        return variables
+
 
 @dataclass(frozen=True, slots=True)
-class GetBlob:
-    name: RepositoryName
+class DeleteManifest(NamedAction):
+    reference: Reference
+    name = "delete-manifest"
+    route_label = "manifest"
+
+    def request_variables(self) -> dict[str, Any]:
+        variables = {**NamedAction.request_variables(self), "reference": str(self.reference)}
+        if isinstance(self.reference, Digest):
+            variables["digest"] = str(self.reference)
+        return variables
+
+
+@dataclass(frozen=True, slots=True)
+class GetBlob(NamedAction):
     digest: Digest
+    name = "get-blob"
     route_label = "blob"
 
+    def request_variables(self) -> dict[str, Any]:
+        return {**NamedAction.request_variables(self), "digest": str(self.digest)}
+
 
 @dataclass(frozen=True, slots=True)
-class ListTags:
-    name: RepositoryName
+class ListTags(NamedAction):
+    name = "list-tags"
     route_label = "tags"
+    n: int | None = None
+    last: str | None = None
+
+    def request_variables(self) -> dict[str, Any]:
+        return _with_paging(NamedAction.request_variables(self), self.n, self.last)
 
 
 @dataclass(frozen=True, slots=True)
-class Referrers:
-    name: RepositoryName
+class Referrers(NamedAction):
     digest: Digest
+    name = "get-referrers"
     route_label = "referrers"
+    artifact_type: str | None = None
+
+    def request_variables(self) -> dict[str, Any]:
+        variables = {**NamedAction.request_variables(self), "digest": str(self.digest)}
+        if self.artifact_type is not None:
+            variables["artifact_type"] = self.artifact_type
+        return variables
 
 
-Action = ApiBase | Catalog | GetManifest | GetBlob | ListTags | Referrers
+# -- health and metrics -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Healthz(Action):
+    name = "healthz"
+    route_label = "healthz"
+
+
+@dataclass(frozen=True, slots=True)
+class Readyz(Action):
+    name = "readyz"
+    route_label = "readyz"
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics(Action):
+    name = "metrics"
+    route_label = "metrics"
+
+
+def _with_paging(variables: dict[str, Any], n: int | None, last: str | None) -> dict[str, Any]:
+    if n is not None:
+        variables["n"] = n
+    if last is not None:
+        variables["last"] = last
+    return variables
 
 
 def _push_refused(what: str) -> Unsupported:
@@ -71,6 +171,16 @@ def parse_action(method: str, tail: str) -> Action:
             raise _push_refused(f"{method} {action.route_label}")
         raise Unsupported(f"method {method} is not allowed")
     return action
+
+
+def parse_status_action(method: str, path: str) -> Action:
+    if method not in READ_METHODS:
+        raise Unsupported(f"method {method} is not allowed")
+    if path == "/healthz":
+        return Healthz()
+    if path == "/readyz":
+        return Readyz()
+    return Metrics()
 
 
 def _parse_named(method: str, tail: str) -> Action:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..common.errors import BackendUnavailable, Denied
+from ..common.errors import BackendUnavailable, Denied, NotFound
 from ..common.oci import Digest, RepositoryName, Tag
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
@@ -39,13 +39,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return web.json_response({})
         case Catalog():
             return await catalog(request)
-        case GetManifest(name=name, reference=reference):
+        case GetManifest(namespace=name, reference=reference):
             return await manifest(request, _route(request, name), reference)
-        case GetBlob(name=name, digest=digest):
+        case GetBlob(namespace=name, digest=digest):
             return await blob(request, _route(request, name), digest)
-        case ListTags(name=name):
+        case ListTags(namespace=name):
             return await tags_list(request, name, _route(request, name))
-        case Referrers(name=name):
+        case Referrers(namespace=name):
             _route(request, name)
             # A mirror has no referrers index of its own: an empty index, as the spec allows.
             return web.json_response(
@@ -56,6 +56,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                 },
                 content_type="application/vnd.oci.image.index.v1+json",
             )
+        case _:
+            raise NotFound("no such route")
 
 
 async def manifest(
