@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.mirror",
     "tests.fixtures.redis_server",
     "tests.fixtures.s3_server",
+    "tests.fixtures.tls",
 ]
