@@ -18,10 +18,11 @@ from pathlib import Path
 from aiohttp import web
 
 from .cacher.service import embedded_cacher, run_standalone
-from .common.config import ConfigError, FsStorageSettings, Settings, load_settings
+from .common.config import ConfigError, FsStorageSettings, Settings, load_settings, summary
 from .common.listen import CannotListen, listening_socket
-from .common.logs import ACCESS_LOG_FORMAT, ACCESS_LOGGER, configure_logging
-from .frontend.app import create_app
+from .common.logs import ACCESS_LOGGER, configure_logging
+from .frontend.accesslog import AuditAccessLogger
+from .frontend.app import SERVER_TLS, create_app
 from .prefork import run_workers
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ def load(paths: list[Path]) -> Settings:
     return settings
 
 
+def announce(settings: Settings) -> None:
+    for line in summary.describe(settings):
+        log.info("%s", line)
+    for warning in summary.warnings(settings):
+        log.warning("%s", warning)
+
+
 def check_split_mode(settings: Settings, command: str) -> None:
     if isinstance(settings.storage, FsStorageSettings):
         log.warning(
@@ -82,12 +90,14 @@ def run_server(settings: Settings, with_cacher: bool) -> int:
         app = create_app(settings)
         if with_cacher:
             app.cleanup_ctx.append(embedded_cacher)
+        server_tls = app.get(SERVER_TLS)
         web.run_app(
             app,
             sock=sock,
+            ssl_context=server_tls.context if server_tls is not None else None,
+            access_log_class=AuditAccessLogger,
             shutdown_timeout=settings.server.drain_timeout_secs,
             access_log=logging.getLogger(ACCESS_LOGGER),
-            access_log_format=ACCESS_LOG_FORMAT,
             print=lambda message: log.info(
                 "listening on %s:%d", settings.server.bind_address, settings.server.port
             ),
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"simple-registry: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    announce(settings)
     if args.command == "check-config":
         print("configuration OK")
         return 0

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.s3_server",
     "tests.fixtures.tls",
+    "tests.fixtures.access",
 ]

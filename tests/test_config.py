@@ -113,9 +113,39 @@ def test_unknown_keys_are_reported_by_their_full_dotted_name() -> None:
             '"allow" or "deny"',
         ),
         (
-            {"global": {"access_policy": {"rules": ["identity.username != ''"]}}},
-            "global.access_policy.rules",
-            "not supported",
+            {"global": {"access_policy": {"rules": ["identity.username != "]}}},
+            "global.access_policy.rules[0]",
+            "a valid CEL rule",
+        ),
+        (
+            {"global": {"access_policy": {"rules": ["identity.username == 'x'", "user == 'x'"]}}},
+            "global.access_policy.rules[1]",
+            "unknown variable user",
+        ),
+        (
+            {"server": {"tls": {"server_certificate_bundle": "/nonexistent.pem"}}},
+            "server.tls.server_certificate_bundle",
+            "a readable file",
+        ),
+        (
+            {"auth": {"identity": {"alice": {"username": "alice", "password": "plain"}}}},
+            "auth.identity.alice.password",
+            "an Argon2 hash",
+        ),
+        (
+            {"auth": {"token_service": {"secret_key": "x"}}},
+            "auth.token_service",
+            "refused rather than ignored",
+        ),
+        (
+            {"global": {"authorization_webhook": "nope"}},
+            "global.authorization_webhook",
+            "[auth.webhook.<name>]",
+        ),
+        (
+            {"global": {"trusted_proxies": ["10.0.0.0/33"]}},
+            "global.trusted_proxies[0]",
+            "an IP address or CIDR",
         ),
         ({"blob_store": {}}, "blob_store", "[blob_store.fs] or [blob_store.s3]"),
         ({"blob_store": {"fs": {}}}, "blob_store.fs.root_dir", "required"),

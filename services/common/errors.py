@@ -74,6 +74,13 @@ class Unsupported(RegistryError):
     status = 405
 
 
+class Unauthorized(RegistryError):
+    """No credentials, or credentials that do not verify; a challenge says how to log in."""
+
+    code = "UNAUTHORIZED"
+    status = 401
+
+
 class Denied(RegistryError):
     code = "DENIED"
     status = 403

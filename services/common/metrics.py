@@ -116,5 +116,30 @@ class Metrics:
             registry=r,
         )
 
+        self.access_decisions = Counter(
+            "registry_access_decisions_total",
+            "Access-policy decisions by action and result (allow, deny)",
+            ["action", "result"],
+            registry=r,
+        )
+        self.auth_attempts = Counter(
+            "registry_auth_attempts_total",
+            "Credentials checked, by method (basic, oidc, unsupported) and result",
+            ["method", "result"],
+            registry=r,
+        )
+        self.password_verifications = Counter(
+            "registry_password_verifications_total",
+            "Argon2 password checks run (a verified header is remembered for a while)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_decisions = Counter(
+            "registry_authorization_webhook_requests_total",
+            "Authorization webhook answers by webhook and result",
+            ["webhook", "result"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,6 +10,9 @@ from aiohttp import web
 from ..common.config import Settings
 from ..common.errors import NotFound, Unsupported
 from ..common.runtime import RUNTIME, open_runtime
+from .access.control import AccessControl
+from .access.middleware import ACCESS, access_control
+from .access.tls import ServerTls
 from .handlers import dispatch
 from .middlewares import add_api_version_header, oci_errors, request_metrics
 from .pullthrough import handover
@@ -21,6 +24,8 @@ from .state import FRONTEND, Frontend
 from .status import healthz, metrics, readyz
 
 log = logging.getLogger(__name__)
+
+SERVER_TLS = web.AppKey("server_tls", ServerTls)
 
 # Registry requests have no body (pushes are refused), so a small cap suffices.
 MAX_REQUEST_BODY = 64 * 1024
@@ -38,7 +43,7 @@ async def _no_route(request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_metrics, oci_errors],
+        middlewares=[request_metrics, oci_errors, access_control],
         client_max_size=MAX_REQUEST_BODY,
         handler_args={"max_line_size": 8190, "max_field_size": 8190},
     )
@@ -46,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
         app[RUNTIME] = runtime
+        app[ACCESS] = AccessControl(settings, runtime.session, runtime.metrics)
         memory = PullMemory(runtime.metrics)
         jobs = JobSubmitter(runtime.queue, runtime.metrics)
         hand_over = handover.for_storage(runtime.storage, jobs)
@@ -84,6 +90,10 @@ def create_app(settings: Settings) -> web.Application:
             await runtime.close()
 
     app.cleanup_ctx.append(runtime_context)
+    if settings.server.tls is not None:
+        server_tls = ServerTls(settings.server.tls)
+        app[SERVER_TLS] = server_tls
+        app.cleanup_ctx.append(server_tls.watch)
     app.on_response_prepare.append(add_api_version_header)
     # No route uses `Expect`; aiohttp's default handler would answer an unknown one with a
     # text/plain 417 before any middleware could make it an OCI error.

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..common.errors import BackendUnavailable, Denied, NotFound
-from ..common.oci import Digest, RepositoryName, Tag
+from ..common.errors import BackendUnavailable, NotFound
+from ..common.oci import Digest, Tag
 from ..common.routing import Route
-from ..common.runtime import RUNTIME
-from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers, parse_action
+from .access.middleware import ACTION, route_of
+from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers
 from .listing import catalog, tags_list
-from .middlewares import ROUTE_LABEL
 from .pullthrough.answers import SpooledBlob, StoredBlob, UpstreamBlobHead
 from .responses import (
     blob_headers,
@@ -24,29 +23,22 @@ from .responses import (
 from .state import FRONTEND
 
 
-def _route(request: web.Request, name: RepositoryName) -> Route:
-    route = request.app[RUNTIME].router.resolve(name, request.query.get("ns"))
-    if not route.repository.access_policy.default_allow:
-        raise Denied("access denied by the registry's access policy", detail={"name": name.value})
-    return route
-
-
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    action = parse_action(request.method, request.match_info.get("tail", ""))
-    request[ROUTE_LABEL] = action.route_label
+    """The access middleware parsed the action and allowed it; answer it."""
+    action = request[ACTION]
     match action:
         case ApiBase():
             return web.json_response({})
         case Catalog():
             return await catalog(request)
-        case GetManifest(namespace=name, reference=reference):
-            return await manifest(request, _route(request, name), reference)
-        case GetBlob(namespace=name, digest=digest):
-            return await blob(request, _route(request, name), digest)
+        case GetManifest(reference=reference):
+            return await manifest(request, route_of(request), reference)
+        case GetBlob(digest=digest):
+            return await blob(request, route_of(request), digest)
         case ListTags(namespace=name):
-            return await tags_list(request, name, _route(request, name))
-        case Referrers(namespace=name):
-            _route(request, name)
+            return await tags_list(request, name, route_of(request))
+        case Referrers():
+            route_of(request)
             # A mirror has no referrers index of its own: an empty index, as the spec allows.
             return web.json_response(
                 {

@@ -7,11 +7,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from ..common.errors import NameUnknown, PaginationInvalid
-from ..common.oci import RepositoryName
+from ..common.oci import RepositoryName, Tag
 from ..common.routing import Route
 from ..common.runtime import RUNTIME
-
-MAX_PAGE_SIZE = 10_000
+from .access.middleware import ACCESS, IDENTITY
+from .actions import MAX_PAGE_SIZE, GetManifest, ListTags
 
 
 def _page(request: web.Request, items: list[str]) -> tuple[list[str], str | None]:
@@ -47,6 +47,13 @@ def _link(path: str, query: str | None) -> dict[str, str]:
 
 async def tags_list(request: web.Request, name: RepositoryName, route: Route) -> web.Response:
     tags = await request.app[RUNTIME].storage.list_tags(route.storage_name)
+    # Only the tags this identity may pull (rules may look at request.reference).
+    access, identity = request.app[ACCESS], request[IDENTITY]
+    tags = [
+        tag
+        for tag in tags
+        if access.verdict(identity, GetManifest(name, Tag(tag)), route).allowed
+    ]
     if not tags:
         raise NameUnknown("no tags of this repository are cached", detail={"name": name.value})
     page, next_query = _page(request, tags)
@@ -58,10 +65,15 @@ async def tags_list(request: web.Request, name: RepositoryName, route: Route) ->
 
 async def catalog(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    access, identity = request.app[ACCESS], request[IDENTITY]
     names = []
     for name in await runtime.storage.list_repositories():
         repository = runtime.router.owner(name)
-        if repository is not None and repository.access_policy.default_allow:
+        if repository is None:
+            continue
+        route = runtime.router.route_for(repository.name, name[len(repository.name) + 1 :])
+        # Only the repositories whose tags this identity may list.
+        if access.verdict(identity, ListTags(RepositoryName(name)), route).allowed:
             names.append(name)
     page, next_query = _page(request, names)
     return web.json_response({"repositories": page}, headers=_link("/v2/_catalog", next_query))

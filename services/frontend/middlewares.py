@@ -9,9 +9,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..common.runtime import RUNTIME
+from .access.middleware import ACTION
 from .errors import API_VERSION_HEADER, error_response, to_registry_error
-
-ROUTE_LABEL = web.RequestKey("route_label", str)
 
 
 @web.middleware
@@ -39,7 +38,8 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         metrics = request.app[RUNTIME].metrics
-        route = request.get(ROUTE_LABEL, "other")
+        action = request.get(ACTION)
+        route = action.route_label if action is not None else "other"
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.request_duration.labels(route, request.method).observe(
             time.perf_counter() - started

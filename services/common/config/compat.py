@@ -11,16 +11,15 @@ from collections.abc import Iterable
 
 from .reader import Table
 
-IGNORED_TOP_LEVEL = ("auth", "cache", "metadata_store", "observability", "ui", "event_webhook")
+IGNORED_TOP_LEVEL = ("cache", "metadata_store", "observability", "event_webhook")
 IGNORED_GLOBAL = (
     "max_concurrent_requests",
     "update_pull_time",
     "enable_redirect",
-    "authorization_webhook",
     "event_webhooks",
     "retention_policy",
 )
-IGNORED_REPOSITORY = ("authorization_webhook", "event_webhooks", "retention_policy")
+IGNORED_REPOSITORY = ("event_webhooks", "retention_policy")
 IGNORED_S3 = (
     "multipart_copy_threshold",
     "multipart_copy_chunk_size",
@@ -30,7 +29,7 @@ IGNORED_S3 = (
     "operation_timeout_secs",
     "operation_attempt_timeout_secs",
 )
-IGNORED_SERVER = ("query_timeout", "query_timeout_grace_period", "tls")
+IGNORED_SERVER = ("query_timeout", "query_timeout_grace_period")
 
 
 def ignore(table: Table, names: Iterable[str], ignored: list[str]) -> None:

@@ -9,15 +9,24 @@ Defaults come from the settings types (`default_of`), never from here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..oci import NAME_RE
 from . import compat
+from .access import (
+    check_webhook_reference,
+    parse_access_policy,
+    parse_auth,
+    parse_tls,
+    parse_trusted_proxies,
+)
 from .reader import ConfigError, Table, read_files
 from .settings import (
     AccessPolicy,
+    AuthSettings,
     CacherSettings,
     FsStorageSettings,
     GlobalSettings,
@@ -27,6 +36,7 @@ from .settings import (
     ServerSettings,
     Settings,
     StorageSettings,
+    UiSettings,
     UpstreamSettings,
     default_of,
 )
@@ -41,15 +51,17 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
     ignored: list[str] = []
     root = Table(data, "", unknown)
 
+    auth = parse_auth(root.table("auth"))
     server = _parse_server(root.table("server"), ignored)
     global_ = _parse_global(root.table("global"), ignored)
     storage = _parse_storage(root.table("blob_store"), ignored)
     repositories = _parse_repositories(root.table("repository"), global_, ignored)
     queue = _parse_queue(root.table("queue"))
     cacher = _parse_cacher(root.table("cacher"))
+    ui = _parse_ui(root.table("ui"))
     compat.ignore(root, compat.IGNORED_TOP_LEVEL, ignored)
     root.finish()
-    _check_cross_references(global_, repositories)
+    _check_cross_references(global_, repositories, auth)
     return Settings(
         server=server,
         global_=global_,
@@ -57,14 +69,23 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
         repositories=repositories,
         queue=queue,
         cacher=cacher,
+        ui=ui,
+        auth=auth,
         unknown_keys=tuple(unknown),
         ignored_keys=tuple(ignored),
     )
 
 
 def _check_cross_references(
-    global_: GlobalSettings, repositories: Mapping[str, RepositorySettings]
+    global_: GlobalSettings, repositories: Mapping[str, RepositorySettings], auth: AuthSettings
 ) -> None:
+    check_webhook_reference("global.authorization_webhook", global_.authorization_webhook, auth)
+    for repository in repositories.values():
+        check_webhook_reference(
+            f'repository."{repository.name}".authorization_webhook',
+            repository.authorization_webhook,
+            auth,
+        )
     if global_.default_repository is not None and global_.default_repository not in repositories:
         raise ConfigError(
             "global.default_repository",
@@ -94,42 +115,24 @@ def _parse_server(table: Table | None, ignored: list[str]) -> ServerSettings:
         port=table.integer("port", default_of(d, "port"), minimum=0, maximum=65535),
         drain_timeout_secs=table.number("drain_timeout_secs", default_of(d, "drain_timeout_secs")),
         workers=table.integer("workers", default_of(d, "workers"), minimum=1, maximum=64),
+        tls=parse_tls(table.table("tls")),
+        max_connections=table.integer(
+            "max_connections", default_of(d, "max_connections"), minimum=1
+        ),
+        write_timeout_secs=table.number(
+            "write_timeout_secs", default_of(d, "write_timeout_secs"), minimum=1.0
+        ),
     )
     compat.ignore(table, compat.IGNORED_SERVER, ignored)
     table.finish()
     return settings
 
 
-def _parse_access_policy(table: Table | None) -> AccessPolicy | None:
-    if table is None:
-        return None
-    default_allow = table.boolean("default_allow", None)
-    default = table.string("default")
-    if default_allow is not None and default is not None:
-        raise ConfigError(
-            table.key("default"), default, "either default or default_allow, not both"
-        )
-    if default is not None:
-        if default not in ("allow", "deny"):
-            raise ConfigError(table.key("default"), default, '"allow" or "deny"')
-        default_allow = default == "allow"
-    rules = table.raw("rules")
-    if rules not in (None, []):
-        raise ConfigError(
-            table.key("rules"),
-            rules,
-            "an empty list: CEL access rules are not supported by this registry; "
-            "use default_allow (a rule is never ignored silently)",
-        )
-    table.finish()
-    return AccessPolicy(default_allow=bool(default_allow))
-
-
 def _parse_global(table: Table | None, ignored: list[str]) -> GlobalSettings:
     if table is None:
         return GlobalSettings()
     d = GlobalSettings
-    policy = _parse_access_policy(table.table("access_policy"))
+    policy = parse_access_policy(table.table("access_policy"))
     settings = GlobalSettings(
         max_concurrent_cache_jobs=table.integer(
             "max_concurrent_cache_jobs", default_of(d, "max_concurrent_cache_jobs"), minimum=1
@@ -144,12 +147,18 @@ def _parse_global(table: Table | None, ignored: list[str]) -> GlobalSettings:
         ),
         default_repository=table.string("default_repository"),
         access_policy=policy or AccessPolicy(),
+        trusted_proxies=parse_trusted_proxies(table),
+        authorization_webhook=table.string("authorization_webhook") or None,
         upstream_failure_threshold=table.integer(
             "upstream_failure_threshold", default_of(d, "upstream_failure_threshold"), minimum=1
         ),
         upstream_cooldown_secs=table.number(
             "upstream_cooldown_secs", default_of(d, "upstream_cooldown_secs")
         ),
+        upstream_first_cooldown_secs=table.number(
+            "upstream_first_cooldown_secs", default_of(d, "upstream_first_cooldown_secs")
+        ),
+        allowed_redirect_networks=_networks(table, "allowed_redirect_networks"),
     )
     compat.ignore(table, compat.IGNORED_GLOBAL, ignored)
     table.finish()
@@ -210,6 +219,13 @@ def _parse_upstream(table: Table) -> UpstreamSettings:
     d = UpstreamSettings
     url = table.string("url", required=True)
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Never echo it: the value holds a password.
+        raise ConfigError(
+            table.key("url"),
+            _without_credentials(url),
+            "a URL without credentials in it: use username/password",
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(table.key("url"), url, "an http:// or https:// URL with a host")
     namespace_path = parts.path.strip("/")
@@ -234,6 +250,17 @@ def _parse_upstream(table: Table) -> UpstreamSettings:
         client_private_key=table.path("client_private_key"),
         max_redirect=table.integer(
             "max_redirect", default_of(d, "max_redirect"), minimum=0, maximum=20
+        ),
+        request_timeout_secs=table.number(
+            "request_timeout_secs", default_of(d, "request_timeout_secs"), minimum=1.0
+        ),
+        # At most 48 of the 64 pooled connections per host: the rest stay free for
+        # manifests, HEADs and tokens.
+        max_concurrent_downloads=table.integer(
+            "max_concurrent_downloads",
+            default_of(d, "max_concurrent_downloads"),
+            minimum=1,
+            maximum=48,
         ),
     )
     for key in ("server_ca_bundle", "client_certificate", "client_private_key"):
@@ -280,14 +307,17 @@ def _parse_repository(
     if not exclusions:
         exclusions = global_.immutable_tags_exclusions
     immutable = repo.boolean("immutable_tags", None)
-    policy = _parse_access_policy(repo.table("access_policy"))
+    webhook = repo.string("authorization_webhook")
     settings = RepositorySettings(
         name=name,
         upstreams=upstreams,
         immutable_tags=global_.immutable_tags if immutable is None else immutable,
         immutable_tags_exclusions=exclusions,
         namespace=repo.string("namespace"),
-        access_policy=policy or global_.access_policy,
+        access_policy=parse_access_policy(repo.table("access_policy")),
+        # Its own webhook, else the global one; "" turns the webhook off here.
+        authorization_webhook=(global_.authorization_webhook if webhook is None else webhook)
+        or None,
         manifest_check_interval_secs=repo.number(
             "manifest_check_interval",
             default_of(RepositorySettings, "manifest_check_interval_secs"),
@@ -308,7 +338,9 @@ def _parse_queue(table: Table | None) -> RedisQueueSettings | None:
     d = RedisQueueSettings
     url = redis.string("url", required=True)
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(redis.key("url"), url, "a redis://, rediss:// or unix:// URL")
+        raise ConfigError(
+            redis.key("url"), _without_credentials(url), "a redis://, rediss:// or unix:// URL"
+        )
     settings = RedisQueueSettings(
         url=url,
         key_prefix=redis.string("key_prefix", default_of(d, "key_prefix")),
@@ -320,9 +352,70 @@ def _parse_queue(table: Table | None) -> RedisQueueSettings | None:
         retry_backoff_max_secs=redis.number(
             "retry_backoff_max_secs", default_of(d, "retry_backoff_max_secs")
         ),
+        job_signing_key=_job_signing_key(redis),
     )
     redis.finish()
     return settings
+
+
+# Shorter keys are guessable; 32 random bytes (`openssl rand -hex 32`) is the usual choice.
+MIN_JOB_KEY_BYTES = 16
+
+
+def _job_signing_key(redis: Table) -> bytes | None:
+    """`job_signing_key` (text) or `job_signing_key_file` (a secret file's contents)."""
+    text = redis.string("job_signing_key")
+    path = redis.path("job_signing_key_file")
+    if text is not None and path is not None:
+        raise ConfigError(
+            redis.key("job_signing_key_file"), str(path), "either it or job_signing_key, not both"
+        )
+    if path is not None:
+        try:
+            key = path.read_bytes().strip()
+        except OSError as error:
+            raise ConfigError(
+                redis.key("job_signing_key_file"), str(path), f"a readable file ({error})"
+            ) from None
+        if len(key) < MIN_JOB_KEY_BYTES:
+            raise ConfigError(
+                redis.key("job_signing_key_file"),
+                str(path),
+                f"a file holding a key of at least {MIN_JOB_KEY_BYTES} bytes",
+            )
+        return key
+    if text is not None:
+        if len(text.encode()) < MIN_JOB_KEY_BYTES:
+            raise ConfigError(
+                redis.key("job_signing_key"),
+                "<hidden>",
+                f"a key of at least {MIN_JOB_KEY_BYTES} characters",
+            )
+        return text.encode()
+    return None
+
+
+def _without_credentials(url: str) -> str:
+    """A URL as it may be shown: user and password replaced."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _networks(table: Table, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    value = table.raw(name)
+    if value is None:
+        return tuple(default_of(GlobalSettings, name))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(table.key(name), value, "a list of CIDRs, like [\"10.20.0.0/16\"]")
+    networks = []
+    for index, text in enumerate(value):
+        try:
+            networks.append(ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{table.key(name)}[{index}]", text, "a CIDR") from None
+    return tuple(networks)
 
 
 def _parse_cacher(table: Table | None) -> CacherSettings:
@@ -333,6 +426,30 @@ def _parse_cacher(table: Table | None) -> CacherSettings:
         metrics_port=table.integer("metrics_port", default_of(d, "metrics_port"), maximum=65535),
         metrics_bind_address=table.string(
             "metrics_bind_address", default_of(d, "metrics_bind_address")
+        ),
+    )
+    table.finish()
+    return settings
+
+
+def _parse_ui(table: Table | None) -> UiSettings:
+    if table is None:
+        return UiSettings()
+    d = UiSettings
+    if table.has("oidc"):
+        raise ConfigError(
+            table.key("oidc"),
+            "[ui.oidc]",
+            "no [ui.oidc] table: the web UI signs in with the registry's Basic credentials only",
+        )
+    name = table.string("name", default_of(d, "name"))
+    if not name.strip() or len(name) > 100:
+        raise ConfigError(table.key("name"), name, "a non-empty name of at most 100 characters")
+    settings = UiSettings(
+        enabled=table.boolean("enabled", default_of(d, "enabled")),
+        name=name,
+        stats_interval_secs=table.number(
+            "stats_interval_secs", default_of(d, "stats_interval_secs"), minimum=0.1
         ),
     )
     table.finish()

@@ -184,10 +184,15 @@ class Table:
     def items(self) -> Iterable[tuple[str, Any]]:
         return self._data.items()
 
-    def finish(self) -> None:
-        """Record the keys nobody read as unknown."""
+    def finish(self, *, strict: bool = False) -> None:
+        """Record the keys nobody read as unknown. `strict` (tables that decide who gets
+        in): an unknown key stops start-up, since a typo there must not pass unnoticed."""
         for name in self._data:
             if name not in self._seen:
+                if strict:
+                    known = ", ".join(sorted(self._seen)) or "none"
+                    # The value may be a secret under a misspelt name: never shown.
+                    raise ConfigError(self.key(name), "…", f"a known key here ({known})")
                 self._unknown.append(self.key(name))
 
 

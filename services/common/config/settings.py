@@ -9,9 +9,12 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from ..cel import Rule
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "docker.io", "index.docker.io"})
 
@@ -37,11 +40,87 @@ class ServerSettings:
     drain_timeout_secs: float = 30.0
     # Worker processes sharing the listening socket (use the cores of a pod).
     workers: int = 1
+    tls: TlsSettings | None = None
+    # Client connections a process holds at once; one more is answered 503 and closed.
+    max_connections: int = 1000
+    # A client that accepts no byte of a response for this long is disconnected.
+    write_timeout_secs: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """`[server.tls]`: with it nothing is served in plain text."""
+
+    server_certificate_bundle: Path
+    server_private_key: Path
+    client_ca_bundle: Path | None = None  # mTLS: a presented certificate is verified
+    client_auth: str = "optional"  # or "required" (needs client_ca_bundle)
 
 
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
+    """`access_policy`: under `default = "deny"` a true rule allows; under "allow" a true
+    rule denies. `default_allow` (the older form) grants reads only, never a delete."""
+
     default_allow: bool = False
+    rules: tuple[Rule, ...] = ()
+    legacy_default_allow: bool = False
+
+    @property
+    def denies_everything(self) -> bool:
+        return not self.default_allow and not self.rules
+
+
+@dataclass(frozen=True, slots=True)
+class BasicIdentity:
+    """`[auth.identity.<id>]`: a user presented with HTTP Basic, its password an Argon2 hash."""
+
+    id: str
+    username: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OidcProvider:
+    """`[auth.oidc.<name>]`: JWTs signed by this issuer's keys."""
+
+    name: str
+    issuer: str
+    jwks_uri: str | None = None  # None: from the issuer's discovery document
+    required_audience: str | None = None
+    required_claims: tuple[str, ...] = ()
+    clock_skew_tolerance_secs: float = 60.0
+    jwks_refresh_interval_secs: float = 3600.0
+    allowed_algorithms: tuple[str, ...] = ("RS256",)
+    http_request_timeout_secs: float = 30.0
+    server_ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthWebhook:
+    """`[auth.webhook.<name>]`: an HTTP service asked after the access policy allowed."""
+
+    name: str
+    url: str
+    timeout_ms: int
+    bearer_token: str | None = field(default=None, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    client_certificate_bundle: Path | None = None
+    client_private_key: Path | None = None
+    server_ca_bundle: Path | None = None
+    forward_headers: tuple[str, ...] = ()
+    cache_ttl_secs: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    identities: tuple[BasicIdentity, ...] = ()
+    oidc: tuple[OidcProvider, ...] = ()
+    webhooks: Mapping[str, AuthWebhook] = field(default_factory=dict)
+
+    @property
+    def accepts_credentials(self) -> bool:
+        return bool(self.identities or self.oidc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +133,18 @@ class GlobalSettings:
     enable_blob_redirect: bool = True
     default_repository: str | None = None
     access_policy: AccessPolicy = AccessPolicy()
+    # Peers whose X-Forwarded-For sets identity.client_ip (addresses or networks).
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    authorization_webhook: str | None = None
     # Circuit breaker: consecutive failures that open it, and how long it stays open.
     upstream_failure_threshold: int = 3
     upstream_cooldown_secs: float = 30.0
+    # The first probe of an open breaker comes this soon; each failed probe doubles the
+    # wait, up to upstream_cooldown_secs.
+    upstream_first_cooldown_secs: float = 0.5
+    # Networks an upstream's redirects and token realms may point into besides public
+    # addresses and the upstream's own kind of range (an SSRF guard, upstream/targets.py).
+    allowed_redirect_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +178,10 @@ class UpstreamSettings:
     client_certificate: Path | None = None
     client_private_key: Path | None = None
     max_redirect: int = 5
+    # Overall deadline of a manifest, HEAD or token request (of a blob: until its headers).
+    request_timeout_secs: float = 120.0
+    # Blob downloads from this upstream at once; the rest wait up to connect_timeout_secs.
+    max_concurrent_downloads: int = 32
 
     @property
     def base_url(self) -> str:
@@ -114,7 +206,10 @@ class RepositorySettings:
     immutable_tags: bool
     immutable_tags_exclusions: tuple[re.Pattern[str], ...]
     namespace: str | None = None
-    access_policy: AccessPolicy = AccessPolicy()
+    # Applies besides the global policy (both must allow) when the repository declares one.
+    access_policy: AccessPolicy | None = None
+    # The webhook asked for this repository (its own, else the global one; "" turns it off).
+    authorization_webhook: str | None = None
     # A mutable tag checked upstream less than this long ago is answered from cache.
     manifest_check_interval_secs: float = 0.0
 
@@ -144,12 +239,25 @@ class RedisQueueSettings(RetrySettings):
     url: str = field(repr=False)
     key_prefix: str = "simple-registry"
     claim_timeout_secs: float = 60.0
+    # HMAC-SHA256 key that signs and checks every cache job; None: not configured (a
+    # `server` process then uses a random key of its own).
+    job_signing_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class CacherSettings:
     metrics_port: int = 9100
     metrics_bind_address: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    """`[ui]`: Angos's `enabled` and `name`, and how often the cache-status page samples
+    this process's counters (ours)."""
+
+    enabled: bool = False
+    name: str = "Simple-Registry"
+    stats_interval_secs: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +268,8 @@ class Settings:
     repositories: Mapping[str, RepositorySettings]
     queue: RedisQueueSettings | None = None
     cacher: CacherSettings = CacherSettings()
+    ui: UiSettings = UiSettings()
+    auth: AuthSettings = AuthSettings()
     unknown_keys: tuple[str, ...] = ()
     ignored_keys: tuple[str, ...] = ()
 

@@ -1,0 +1,36 @@
+"""The access log: one line per request, with who asked and what the policy said.
+
+Same fields as aiohttp's `%a "%r" %s %b %Tfs "%{User-Agent}i"`, then `identity=` (an id,
+a username's identity key, a certificate CN or an OIDC subject — never a secret) and
+`access=` (allow, deny, or - where no decision was needed).
+"""
+
+from __future__ import annotations
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from .access.middleware import DECISION, IDENTITY
+
+
+class AuditAccessLogger(AbstractAccessLogger):
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        identity = request.get(IDENTITY)
+        decision = request.get(DECISION)
+        access = "-" if decision is None else ("allow" if decision.allowed else "deny")
+        agent = request.headers.get("User-Agent", "-").replace('"', "'")
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s" identity=%s access=%s',
+            request.remote or "-",
+            request.method,
+            request.path_qs,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            response.body_length,
+            time,
+            agent,
+            identity.label if identity is not None else "-",
+            access,
+        )
