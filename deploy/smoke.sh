@@ -11,8 +11,10 @@
 #   3. the repository's Dockerfile built on that base;
 #   4. deploy/compose.yml (split mode: haproxy, 2 frontends, 2 cachers, Redis, S3) brought
 #      up with a small override (the stand-in images, an upstream service, a credentials
-#      secret naming that upstream); an image pushed to the upstream, pulled through the
-#      load balancer with skopeo, the upstream stopped, the image pulled again (from the
+#      secret naming that upstream, an access secret with one identity); an image pushed to
+#      the upstream, pulled through the load balancer with skopeo over HTTPS (the shipped
+#      EXAMPLE certificate, its CA trusted with --src-cert-dir) as that identity, the
+#      upstream stopped, the image pulled again (from the
 #      cache now), the stack stopped (every registry container must exit 0 on SIGTERM) and
 #      removed with its volumes;
 #   5. the same for deploy/compose.fs.yml (single process, filesystem storage);
@@ -238,9 +240,18 @@ upstream_override() { # the upstream registry service, published on the host for
 EOF
 }
 
+# Split mode serves HTTPS with the EXAMPLE certificate (its SANs include 127.0.0.1) and lets
+# only identities pull; the fs mode is plain HTTP, open to all.
+SMOKE_USER=smoke
+SMOKE_PASSWORD="smoke-$$-password"
+mkdir -p "$WORK/certs"
+cp "$ROOT/deploy/compose/secrets/ca.example.crt" "$WORK/certs/ca.crt"
+CLIENT_TLS=()
+CURL_TLS=()
+
 pull() { # destination directory
     rm -rf "$1"
-    skopeo copy -q --src-tls-verify=false \
+    skopeo copy -q ${CLIENT_TLS[@]+"${CLIENT_TLS[@]}"} \
         "docker://127.0.0.1:$REGISTRY_PORT/upstream/hello:1" "dir:$1"
 }
 
@@ -250,13 +261,25 @@ cached() { # service, hex digest: a cache job for it ended with the content in s
 }
 
 smoke_mode() {
-    local mode="$1" base_file override="$WORK/$1.override.yml" credentials="$WORK/$1-credentials.toml"
+    local identity_hash mode="$1" base_file override="$WORK/$1.override.yml" credentials="$WORK/$1-credentials.toml"
     REGISTRY_PORT="$(free_port)"
     UPSTREAM_PORT="$(free_port)"
     export REGISTRY_PORT REGISTRY_CREDENTIALS_FILE="$credentials"
     # The smoke's secret merges an extra repository (the upstream service) over the config.
     if [ "$mode" = split ]; then
         base_file="$ROOT/deploy/compose.yml"
+        CLIENT_TLS=(--src-cert-dir "$WORK/certs" --src-creds "$SMOKE_USER:$SMOKE_PASSWORD")
+        CURL_TLS=(--cacert "$WORK/certs/ca.crt" -u "$SMOKE_USER:$SMOKE_PASSWORD")
+        SCHEME=https
+        # The frontends' access secret: the shipped [server.tls], one identity of its own.
+        export REGISTRY_ACCESS_FILE="$WORK/access.toml"
+        sed -n '/^\[server.tls\]/,/^server_private_key/p' \
+            "$ROOT/deploy/compose/secrets/registry-access.example.toml" >"$REGISTRY_ACCESS_FILE"
+        identity_hash="$("$DOCKER" run --rm --network none --entrypoint python3 "$REGISTRY_IMAGE" -c \
+            "import argon2, sys; print(argon2.PasswordHasher().hash(sys.argv[1]))" "$SMOKE_PASSWORD")"
+        printf '\n[auth.identity.%s]\nusername = "%s"\npassword = "%s"\n' \
+            "$SMOKE_USER" "$SMOKE_USER" "$identity_hash" >>"$REGISTRY_ACCESS_FILE"
+        chmod 0644 "$REGISTRY_ACCESS_FILE"
         sed -n '/^\[blob_store.s3\]/,/^secret_key/p' \
             "$ROOT/deploy/compose/secrets/registry-credentials.example.toml" >"$credentials"
         {
@@ -286,6 +309,9 @@ EOF
         } >"$override"
     else
         base_file="$ROOT/deploy/compose.fs.yml"
+        CLIENT_TLS=(--src-tls-verify=false)
+        CURL_TLS=()
+        SCHEME=http
         : >"$credentials"
         {
             echo "services:"
@@ -337,10 +363,14 @@ EOF
     compose "${COMPOSE_FILES_ACTIVE[@]}" stop upstream
     wait_for 60 "the cached pull ($mode)" pull "$WORK/pulled-2"
     cmp "$WORK/pulled-1/manifest.json" "$WORK/pulled-2/manifest.json"
-    curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/upstream/hello/tags/list" >&2
+    curl -fsS ${CURL_TLS[@]+"${CURL_TLS[@]}"} "$SCHEME://127.0.0.1:$REGISTRY_PORT/v2/upstream/hello/tags/list" >&2
     echo >&2
 
     if [ "$mode" = split ]; then
+        # Deny by default: an anonymous client is asked to log in, the probes got through.
+        code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/certs/ca.crt" \
+            "https://127.0.0.1:$REGISTRY_PORT/v2/upstream/hello/tags/list")"
+        [ "$code" = 401 ] || die "[split] an anonymous tag list answered $code, not 401"
         # Both frontends took requests (haproxy balances them); the cachers stored blobs.
         for container in $(compose "${COMPOSE_FILES_ACTIVE[@]}" ps -q frontend); do
             "$DOCKER" logs "$container" 2>&1 | grep -q '"GET /v2/upstream/hello/' ||

@@ -292,11 +292,12 @@ def test_secrets_reach_the_registry_as_files_merged_with_a_second_config_file(
             configs = command_configs(service["command"])
             assert configs[0] == "/etc/simple-registry/config.toml", name
             mounted = {s["target"]: s["source"] for s in service["secrets"]}
-            assert len(configs) == 2, name
-            secret_path = Path(configs[1])
-            assert secret_path.parent == Path("/run/secrets"), name
-            source = mounted[secret_path.name]
-            assert Path(compose["secrets"][source]["file"]).is_file(), name
+            # The frontends add a third: their identities and [server.tls] (who gets in).
+            assert len(configs) == (3 if name == "frontend" else 2), name
+            for secret_path in map(Path, configs[1:]):
+                assert secret_path.parent == Path("/run/secrets"), name
+                source = mounted[secret_path.name]
+                assert Path(compose["secrets"][source]["file"]).is_file(), name
             for key, value in (service.get("environment") or {}).items():
                 assert not re.search(r"KEY|SECRET|PASSWORD|TOKEN", key), f"{name}: {key}={value}"
     # The configuration files themselves hold no secret; the secret files hold the S3 keys.
@@ -811,9 +812,11 @@ def test_containers_read_the_configmap_and_the_secret_through_the_paths_given_to
 ) -> None:
     config = one(rendered, "ConfigMap", "simple-registry-config")
     secret = one(rendered, "Secret", "simple-registry-credentials")
+    access = one(rendered, "Secret", "simple-registry-access")
     sources = {
         config["metadata"]["name"]: config["data"],
         secret["metadata"]["name"]: secret["data"],
+        access["metadata"]["name"]: access["data"],
     }
     for name, workload in workloads(rendered).items():
         if not name.startswith("simple-registry"):
@@ -822,7 +825,11 @@ def test_containers_read_the_configmap_and_the_secret_through_the_paths_given_to
         container = pod["containers"][0]
         volumes = {v["name"]: v for v in pod["volumes"]}
         configs = command_configs(container["args"])
-        assert len(configs) == 2, name
+        # The frontends add a third: their identities and [server.tls] (who gets in).
+        expected = [config["metadata"]["name"], secret["metadata"]["name"]]
+        if name == "simple-registry-frontend":
+            expected.append(access["metadata"]["name"])
+        assert len(configs) == len(expected), name
         resolved = []
         for path in configs:
             mount = next(
@@ -834,7 +841,7 @@ def test_containers_read_the_configmap_and_the_secret_through_the_paths_given_to
             key = path[len(mount["mountPath"]) + 1 :]
             assert key in sources[source], f"{name}: {path} is not in {source}"
             resolved.append(source)
-        assert resolved == [config["metadata"]["name"], secret["metadata"]["name"]], name
+        assert resolved == expected, name
 
 
 def test_probes_use_the_ports_and_paths_the_configuration_serves(

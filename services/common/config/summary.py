@@ -1,11 +1,26 @@
 """What start-up says it will do: one line per repository, the storage, the queue, the
-listener, who may get in — and a warning where the access policy lets nobody in."""
+listener, who may get in — and a warning where the access policy lets nobody in or the
+certificate served is the shipped example."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .settings import AccessPolicy, FsStorageSettings, Settings
+
+# SHA-256 of the DER of the EXAMPLE server certificate in deploy/ (compose/secrets/ and k8s/,
+# made by deploy/make-example-certs.sh --example): its private key is published with the
+# source, so a registry serving it can be impersonated by anyone.
+EXAMPLE_CERTIFICATES = frozenset(
+    {"00deb51dc49e4fef352293949042fcdc1e18a1713b2428d7552db7ee06f131e3"}
+)
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
 
 
 def _policy(policy: AccessPolicy) -> str:
@@ -81,8 +96,28 @@ def _names(names: list[str]) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
+def _first_certificate_sha256(bundle: Path) -> str | None:
+    try:
+        match = _PEM_CERTIFICATE.search(bundle.read_text(errors="replace"))
+        if match is None:
+            return None
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(match.group(0))).hexdigest()
+    except (OSError, ValueError):
+        return None
+
+
 def warnings(settings: Settings) -> list[str]:
     found = []
+    tls = settings.server.tls
+    if tls is not None and (
+        _first_certificate_sha256(tls.server_certificate_bundle) in EXAMPLE_CERTIFICATES
+    ):
+        found.append(
+            f"server.tls.server_certificate_bundle ({tls.server_certificate_bundle}) is the "
+            "EXAMPLE certificate shipped with simple-registry: its private key is public, "
+            "anyone can impersonate this registry; make your own certificate "
+            "(deploy/make-example-certs.sh, deploy/README.md)"
+        )
     if settings.global_.access_policy.denies_everything:
         found.append(
             "the global access policy denies every request (default deny and no rules): "
