@@ -474,7 +474,7 @@ def may_reach_a_failing_upstream(req: Req) -> bool:
     route, name = route_of(path)
     if route == "readyz":
         return True
-    if route not in ("manifests", "blobs"):
+    if route not in ("manifests", "blobs", "referrers"):
         return False
     if b"/../" in req.target or b"/./" in req.target:
         return True  # dot segments: where the request lands is the server's reading

@@ -2,10 +2,10 @@
 
 Rules, in order:
 1. `?ns=<host>` (containerd mirrors): the repository whose `namespace` is that host, with the
-   whole name forwarded;
+   whole name forwarded; an `ns` that no repository serves is NAME_UNKNOWN;
 2. the longest configured repository key that is a whole-segment prefix of the name;
 3. `[global] default_repository`, with the whole name forwarded (Docker's registry-mirrors
-   sends `library/nginx` with no prefix);
+   sends `library/nginx` with no prefix and no `ns`);
 4. otherwise NAME_UNKNOWN.
 Under a Docker Hub repository a one-segment name is Docker Hub's implicit `library/` name.
 """
@@ -57,8 +57,14 @@ class Router:
     def resolve(self, name: RepositoryName, namespace: str | None = None) -> Route:
         if namespace:
             repository = self._by_namespace.get(namespace.lower())
-            if repository is not None:
-                return self._route(repository, name.value)
+            if repository is None:
+                # Never another registry's content under a name the client trusts: an `ns`
+                # no repository serves is unknown, not Docker Hub by default.
+                raise NameUnknown(
+                    "no repository of this registry serves that namespace",
+                    detail={"namespace": namespace[:200]},
+                )
+            return self._route(repository, name.value)
         repository = self.owner(name.value)
         if repository is not None:
             return self._route(repository, name.value[len(repository.name) + 1 :])

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..common.errors import NameInvalid, NotFound, PaginationInvalid, Unsupported
+from ..common.errors import (
+    ManifestUnknown,
+    NameInvalid,
+    NotFound,
+    PaginationInvalid,
+    TagInvalid,
+    Unsupported,
+)
 from ..common.oci import NAME_RE, Digest, Reference, RepositoryName, Tag, parse_reference
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -272,6 +279,9 @@ def parse_action(method: str, tail: str) -> Action:
         action = Catalog()
     else:
         action = _parse_named(method, tail)
+    if method == "DELETE" and isinstance(action, GetManifest):
+        # The one write a mirror takes: the access policy decides (`delete-manifest`).
+        return DeleteManifest(action.namespace, action.reference)
     if method not in READ_METHODS:
         if method in WRITE_METHODS:
             raise _push_refused(f"{method} {action.route_label}")
@@ -302,6 +312,15 @@ def parse_status_action(method: str, path: str) -> Action:
     return Metrics()
 
 
+def _manifest_reference(text: str) -> Reference:
+    """A digest must be well formed (400); a tag that cannot exist is just not there (404),
+    as the conformance suite's `.INVALID_MANIFEST_NAME` expects."""
+    try:
+        return parse_reference(text)
+    except TagInvalid:
+        raise ManifestUnknown("manifest unknown", detail={"reference": text[:200]}) from None
+
+
 def _parse_named(method: str, tail: str) -> Action:
     # The name may contain slashes, so split on the *last* route keyword.
     for keyword in ("/manifests/", "/blobs/uploads", "/blobs/", "/tags/list", "/referrers/"):
@@ -321,7 +340,7 @@ def _parse_named(method: str, tail: str) -> Action:
             continue
         name = RepositoryName.parse(name_text)
         if keyword == "/manifests/":
-            return GetManifest(name, parse_reference(rest))
+            return GetManifest(name, _manifest_reference(rest))
         if keyword == "/blobs/":
             return GetBlob(name, Digest.parse(rest))
         return Referrers(name, Digest.parse(rest))

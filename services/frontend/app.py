@@ -10,16 +10,20 @@ from aiohttp import web
 from ..common.config import Settings
 from ..common.errors import NotFound, Unsupported
 from ..common.runtime import RUNTIME, open_runtime
+from . import ui
 from .access.control import AccessControl
 from .access.middleware import ACCESS, access_control
 from .access.tls import ServerTls
 from .handlers import dispatch
+from .lifecycle import frontend_lifecycle
 from .middlewares import add_api_version_header, oci_errors, request_metrics
 from .pullthrough import handover
 from .pullthrough.blobs import BlobService
 from .pullthrough.jobs import JobSubmitter
 from .pullthrough.manifests import ManifestService
 from .pullthrough.memory import PullMemory
+from .pullthrough.referrers import ReferrersService
+from .pullthrough.tags import TagLister
 from .state import FRONTEND, Frontend
 from .status import healthz, metrics, readyz
 
@@ -81,6 +85,10 @@ def create_app(settings: Settings) -> web.Application:
                 settings.global_.max_manifest_size,
             ),
             blobs=blobs,
+            referrers=ReferrersService(
+                runtime.storage, runtime.upstreams, jobs, settings.global_.max_manifest_size
+            ),
+            tags=TagLister(runtime.storage, runtime.upstreams, runtime.queue),
         )
         try:
             yield
@@ -90,11 +98,15 @@ def create_app(settings: Settings) -> web.Application:
             await runtime.close()
 
     app.cleanup_ctx.append(runtime_context)
+    app.cleanup_ctx.append(frontend_lifecycle)
     if settings.server.tls is not None:
         server_tls = ServerTls(settings.server.tls)
         app[SERVER_TLS] = server_tls
         app.cleanup_ctx.append(server_tls.watch)
     app.on_response_prepare.append(add_api_version_header)
+    if settings.ui.enabled:
+        # Before the catch-all routes below, which share the UI's path prefixes.
+        ui.setup(app, settings, expect_handler=_no_expectations)
     # No route uses `Expect`; aiohttp's default handler would answer an unknown one with a
     # text/plain 417 before any middleware could make it an OCI error.
     for method, path, handler in (

@@ -6,10 +6,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..common.errors import BackendUnavailable, NotFound
-from ..common.oci import Digest, Tag
+from ..common.oci import MEDIA_OCI_INDEX, Digest, Tag
 from ..common.routing import Route
 from .access.middleware import ACTION, route_of
-from .actions import ApiBase, Catalog, GetBlob, GetManifest, ListTags, Referrers
+from .actions import ApiBase, Catalog, DeleteManifest, GetBlob, GetManifest, ListTags, Referrers
+from .lifecycle import LIFECYCLE
 from .listing import catalog, tags_list
 from .pullthrough.answers import SpooledBlob, StoredBlob, UpstreamBlobHead
 from .responses import (
@@ -35,19 +36,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return await manifest(request, route_of(request), reference)
         case GetBlob(digest=digest):
             return await blob(request, route_of(request), digest)
+        case DeleteManifest(reference=reference):
+            await request.app[LIFECYCLE].deletes.delete(route_of(request), reference)
+            return web.Response(status=202)
         case ListTags(namespace=name):
             return await tags_list(request, name, route_of(request))
-        case Referrers():
-            route_of(request)
-            # A mirror has no referrers index of its own: an empty index, as the spec allows.
-            return web.json_response(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": "application/vnd.oci.image.index.v1+json",
-                    "manifests": [],
-                },
-                content_type="application/vnd.oci.image.index.v1+json",
-            )
+        case Referrers(digest=digest, artifact_type=artifact_type):
+            return await referrers(request, route_of(request), digest, artifact_type)
         case _:
             raise NotFound("no such route")
 
@@ -59,6 +54,9 @@ async def manifest(
     # Docker and containers/image send one Accept header per media type: read them all.
     accept = ", ".join(request.headers.getall("Accept", ())) or None
     answer = await manifests.get(route, reference, accept)
+    pulls = request.app[LIFECYCLE].pulls
+    if pulls is not None:
+        pulls.record(route.storage_name, reference)
     headers = {
         "Docker-Content-Digest": answer.digest,
         "Content-Type": answer.media_type,
@@ -79,6 +77,19 @@ async def manifest(
     response = web.Response(status=200, body=body, headers=headers)
     response.content_type = answer.media_type
     return response
+
+
+async def referrers(
+    request: web.Request, route: Route, digest: Digest, artifact_type: str | None
+) -> web.Response:
+    answer = await request.app[FRONTEND].referrers.get(route, digest, artifact_type)
+    # Exactly this type, no charset: the conformance suite compares it whole.
+    headers = {"Content-Type": MEDIA_OCI_INDEX}
+    if answer.filtered:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    if answer.warning:
+        headers["Warning"] = answer.warning
+    return web.Response(status=200, body=answer.body, headers=headers)
 
 
 async def blob(request: web.Request, route: Route, digest: Digest) -> web.StreamResponse:

@@ -1,5 +1,11 @@
 """Blob bytes onto the wire: sendfile of stored files, Range, ETag/If-None-Match, S3 range
-streams, redirects, and a spool sent to one client as it arrives."""
+streams, redirects, and a spool sent to one client as it arrives.
+
+A stored file that cannot be opened (no file descriptor left, an I/O error, the file gone
+between lookup and open) is a storage fault, `503`, never aiohttp's bare "404 Not Found":
+the blob is not unknown, the registry could not read it just now. A spool whose size is
+not known yet (the upstream sent no Content-Length) is sent with chunked framing.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from aiohttp import web
 
 from ..common.errors import RangeNotSatisfiable
 from ..common.oci import BLOB_CONTENT_TYPE, Digest
+from ..common.storage.objects import StorageUnavailable
 from .pullthrough.answers import StoredBlob
 from .pullthrough.spool import Spool
 
@@ -27,13 +34,34 @@ def blob_headers(digest: Digest) -> dict[str, str]:
     }
 
 
+class _OpenFailed(Exception):
+    """Not an OSError, so that `web.FileResponse.prepare` lets it through."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class BlobFileResponse(web.FileResponse):
     """`web.FileResponse` (sendfile, Range, If-Modified-Since) whose ETag is the digest:
-    content-addressed bytes never change, whatever the file's mtime."""
+    content-addressed bytes never change, whatever the file's mtime. It is prepared by
+    `stored_blob_response`, inside the handler, so that a failure to open the file reaches
+    the error middleware instead of becoming aiohttp's text 404."""
 
     def __init__(self, path: Path, digest: Digest, headers: dict[str, str]):
         super().__init__(path, headers=headers)
         self._digest_etag = str(digest)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return None  # by the handler already; aiohttp asks again after it returns
+        return await super().prepare(request)
+
+    def _make_response(self, request: Any, accept_encoding: str) -> Any:
+        try:
+            return super()._make_response(request, accept_encoding)
+        except OSError as error:
+            raise _OpenFailed(error) from error
 
     @property  # type: ignore[override]
     def etag(self) -> Any:
@@ -54,7 +82,9 @@ def etag_matches(request: web.Request, digest: Digest | str) -> bool:
 
 
 def not_modified(digest: Digest | str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": f'"{digest}"'})
+    return web.Response(
+        status=304, headers={"ETag": f'"{digest}"', "Docker-Content-Digest": str(digest)}
+    )
 
 
 def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -89,7 +119,14 @@ async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.St
         return not_modified(blob.digest)
     if blob.path is not None:
         requested_range(request, blob.size)  # a 416 in the OCI error format
-        return BlobFileResponse(blob.path, blob.digest, headers)
+        file_response = BlobFileResponse(blob.path, blob.digest, headers)
+        try:
+            await file_response.prepare(request)
+        except _OpenFailed as failed:
+            raise StorageUnavailable(f"cannot open the stored blob: {failed.error}") from None
+        except ConnectionError:
+            pass  # the client went away during the transfer
+        return file_response
     if blob.redirect_url is not None:
         raise web.HTTPTemporaryRedirect(
             blob.redirect_url, headers={"Docker-Content-Digest": str(blob.digest)}
@@ -125,6 +162,10 @@ async def send_spool(request: web.Request, response: web.StreamResponse, spool: 
         return False  # the cacher committed it and the spool is gone: caller retries
     spool.readers += 1
     try:
+        if response.content_length is None:
+            # Size unknown until the download ends: chunked framing, written by write()
+            # (sendfile would put raw bytes between the chunk headers).
+            response.enable_chunked_encoding()
         await response.prepare(request)
         offset = 0
         while True:

@@ -11,6 +11,8 @@ from .pullthrough.blobs import BlobService
 from .pullthrough.jobs import JobSubmitter
 from .pullthrough.manifests import ManifestService
 from .pullthrough.memory import PullMemory
+from .pullthrough.referrers import ReferrersService
+from .pullthrough.tags import TagLister
 
 
 @dataclass
@@ -20,6 +22,8 @@ class Frontend:
     jobs: JobSubmitter
     manifests: ManifestService
     blobs: BlobService
+    referrers: ReferrersService
+    tags: TagLister
 
 
 FRONTEND = web.AppKey("frontend", Frontend)

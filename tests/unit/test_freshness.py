@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from simple_registry.common.oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST
+from simple_registry.common.oci import (
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_DOCKER_MANIFEST_V1_SIGNED,
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+)
 from simple_registry.frontend.pullthrough.freshness import (
     CachedView,
     Freshness,
@@ -13,9 +18,11 @@ from simple_registry.frontend.pullthrough.freshness import (
 
 NOW = 1_000_000.0
 INDEX = CachedView("sha256:" + "a" * 64, MEDIA_OCI_INDEX, checked_at=NOW - 100)
+SCHEMA2 = CachedView("sha256:" + "d" * 64, MEDIA_DOCKER_MANIFEST, checked_at=NOW - 100)
 BLOB_LINKED = CachedView("sha256:" + "b" * 64, None, checked_at=0.0)
 BLOB_UNCONFIRMED = CachedView("sha256:" + "b" * 64, None, checked_at=None)
 ONLY_IMAGE_MANIFESTS = MEDIA_OCI_MANIFEST
+SCHEMA1_ONLY = MEDIA_DOCKER_MANIFEST_V1_SIGNED
 
 
 @pytest.mark.parametrize(
@@ -25,9 +32,11 @@ ONLY_IMAGE_MANIFESTS = MEDIA_OCI_MANIFEST
         (None, False, 0, None, True, Freshness.FETCH, Reason.NOT_CACHED),
         (None, False, 0, None, False, Freshness.FAIL, Reason.NOT_CACHED),
         (None, True, 0, None, True, Freshness.FETCH, Reason.NOT_CACHED),
-        # cached, but a type the client does not take
-        (INDEX, True, 0, ONLY_IMAGE_MANIFESTS, True, Freshness.FETCH, Reason.NOT_ACCEPTABLE),
-        (INDEX, True, 0, ONLY_IMAGE_MANIFESTS, False, Freshness.FAIL, Reason.NOT_ACCEPTABLE),
+        # cached, but a type only the upstream converts for this client (schema 1)
+        (SCHEMA2, True, 0, SCHEMA1_ONLY, True, Freshness.FETCH, Reason.NOT_ACCEPTABLE),
+        (SCHEMA2, True, 0, SCHEMA1_ONLY, False, Freshness.FAIL, Reason.NOT_ACCEPTABLE),
+        # a type the client does not take but the cache can answer (404 for an index)
+        (INDEX, True, 0, ONLY_IMAGE_MANIFESTS, False, Freshness.SERVE_CACHE, Reason.IMMUTABLE),
         # stored through another name, not confirmed for this one
         (BLOB_UNCONFIRMED, True, 0, None, True, Freshness.REVALIDATE, Reason.UNCONFIRMED),
         (BLOB_UNCONFIRMED, True, 0, None, False, Freshness.FAIL, Reason.UNCONFIRMED),

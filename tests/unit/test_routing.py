@@ -91,3 +91,19 @@ def test_a_stored_name_belongs_to_the_repository_with_the_longest_whole_segment_
 ) -> None:
     repository = router().owner(stored_name)
     assert (repository.name if repository else None) == owner
+
+
+@pytest.mark.parametrize("name", ["library/alpine", "docker-io/library/alpine"])
+def test_a_namespace_no_repository_serves_is_unknown_even_with_a_default_repository(
+    name: str,
+) -> None:
+    with pytest.raises(NameUnknown):
+        resolve(name, ns="quay.io", default="docker-io")
+
+
+def test_the_default_repository_applies_only_without_a_namespace() -> None:
+    assert resolve("library/alpine", default="docker-io") == ("docker-io", "library/alpine")
+    assert resolve("library/alpine", ns="docker.io", default="ghcr.io") == (
+        "docker-io",
+        "library/alpine",
+    )

@@ -24,6 +24,7 @@ from .access import (
     parse_trusted_proxies,
 )
 from .reader import ConfigError, Table, read_files
+from .retention import check_pull_times, parse_eviction, parse_retention_policy
 from .settings import (
     AccessPolicy,
     AuthSettings,
@@ -59,9 +60,11 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
     queue = _parse_queue(root.table("queue"))
     cacher = _parse_cacher(root.table("cacher"))
     ui = _parse_ui(root.table("ui"))
+    eviction = parse_eviction(root.table("eviction"))
     compat.ignore(root, compat.IGNORED_TOP_LEVEL, ignored)
     root.finish()
     _check_cross_references(global_, repositories, auth)
+    check_pull_times(global_, repositories)
     return Settings(
         server=server,
         global_=global_,
@@ -71,6 +74,7 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
         cacher=cacher,
         ui=ui,
         auth=auth,
+        eviction=eviction,
         unknown_keys=tuple(unknown),
         ignored_keys=tuple(ignored),
     )
@@ -148,6 +152,7 @@ def _parse_global(table: Table | None, ignored: list[str]) -> GlobalSettings:
         default_repository=table.string("default_repository"),
         access_policy=policy or AccessPolicy(),
         trusted_proxies=parse_trusted_proxies(table),
+        tag_list=_tag_list(table, default_of(d, "tag_list")),
         authorization_webhook=table.string("authorization_webhook") or None,
         upstream_failure_threshold=table.integer(
             "upstream_failure_threshold", default_of(d, "upstream_failure_threshold"), minimum=1
@@ -159,10 +164,19 @@ def _parse_global(table: Table | None, ignored: list[str]) -> GlobalSettings:
             "upstream_first_cooldown_secs", default_of(d, "upstream_first_cooldown_secs")
         ),
         allowed_redirect_networks=_networks(table, "allowed_redirect_networks"),
+        update_pull_time=table.boolean("update_pull_time", default_of(d, "update_pull_time")),
+        retention_policy=parse_retention_policy(table.table("retention_policy")),
     )
     compat.ignore(table, compat.IGNORED_GLOBAL, ignored)
     table.finish()
     return settings
+
+
+def _tag_list(table: Table, default: str) -> str:
+    value = table.string("tag_list", default)
+    if value not in ("cache", "upstream"):
+        raise ConfigError(table.key("tag_list"), value, '"cache" or "upstream"')
+    return str(value)
 
 
 def _parse_storage(table: Table | None, ignored: list[str]) -> StorageSettings:
@@ -318,10 +332,12 @@ def _parse_repository(
         # Its own webhook, else the global one; "" turns the webhook off here.
         authorization_webhook=(global_.authorization_webhook if webhook is None else webhook)
         or None,
+        tag_list=_tag_list(repo, global_.tag_list),
         manifest_check_interval_secs=repo.number(
             "manifest_check_interval",
             default_of(RepositorySettings, "manifest_check_interval_secs"),
         ),
+        retention_policy=parse_retention_policy(repo.table("retention_policy")),
     )
     compat.ignore(repo, compat.IGNORED_REPOSITORY, ignored)
     repo.finish()
@@ -346,6 +362,9 @@ def _parse_queue(table: Table | None) -> RedisQueueSettings | None:
         key_prefix=redis.string("key_prefix", default_of(d, "key_prefix")),
         claim_timeout_secs=redis.number(
             "claim_timeout_secs", default_of(d, "claim_timeout_secs"), minimum=1.0
+        ),
+        reconnect_backoff_max_secs=redis.number(
+            "reconnect_backoff_max_secs", default_of(d, "reconnect_backoff_max_secs"), minimum=0.5
         ),
         max_attempts=redis.integer("max_attempts", default_of(d, "max_attempts"), minimum=1),
         retry_backoff_secs=redis.number("retry_backoff_secs", default_of(d, "retry_backoff_secs")),

@@ -133,6 +133,8 @@ class GlobalSettings:
     enable_blob_redirect: bool = True
     default_repository: str | None = None
     access_policy: AccessPolicy = AccessPolicy()
+    # Tag lists: "cache" lists the cached tags (Angos), "upstream" forwards to the upstream.
+    tag_list: str = "cache"
     # Peers whose X-Forwarded-For sets identity.client_ip (addresses or networks).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     authorization_webhook: str | None = None
@@ -145,6 +147,9 @@ class GlobalSettings:
     # Networks an upstream's redirects and token realms may point into besides public
     # addresses and the upstream's own kind of range (an SSRF guard, upstream/targets.py).
     allowed_redirect_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Record when each tag and manifest was last pulled (retention rules, the budget).
+    update_pull_time: bool = False
+    retention_policy: RetentionPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +217,8 @@ class RepositorySettings:
     authorization_webhook: str | None = None
     # A mutable tag checked upstream less than this long ago is answered from cache.
     manifest_check_interval_secs: float = 0.0
+    tag_list: str = "cache"  # "upstream": GET tags/list is forwarded (skopeo sync, crane ls)
+    retention_policy: RetentionPolicy | None = None
 
     def is_immutable(self, tag: str) -> bool:
         if not self.immutable_tags:
@@ -239,6 +246,8 @@ class RedisQueueSettings(RetrySettings):
     url: str = field(repr=False)
     key_prefix: str = "simple-registry"
     claim_timeout_secs: float = 60.0
+    # A cacher that cannot reach Redis tries again after 0.5 s, doubling up to this.
+    reconnect_backoff_max_secs: float = 30.0
     # HMAC-SHA256 key that signs and checks every cache job; None: not configured (a
     # `server` process then uses a random key of its own).
     job_signing_key: bytes | None = field(default=None, repr=False)
@@ -261,6 +270,30 @@ class UiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """`retention_policy`: a tag (or an untagged manifest) is kept when any rule is true; a
+    rule that fails keeps it. No rules at all keeps everything (Angos's semantics)."""
+
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def uses_pull_times(self) -> bool:
+        return any(
+            "last_pulled_at" in rule.text or "top_pulled" in rule.text for rule in self.rules
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionSettings:
+    """`[eviction]` (ours): the storage budget and the lifecycle's timing."""
+
+    max_size: int | None = None  # bytes of committed content; None: no budget
+    interval_secs: float = 300.0  # the cacher's prune + GC; 0: only the commands
+    blob_grace_secs: float = 600.0  # an unreferenced blob is deleted only after this long
+    pull_time_resolution_secs: float = 60.0  # a pull time is rewritten at most this often
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     global_: GlobalSettings
@@ -270,6 +303,7 @@ class Settings:
     cacher: CacherSettings = CacherSettings()
     ui: UiSettings = UiSettings()
     auth: AuthSettings = AuthSettings()
+    eviction: EvictionSettings = EvictionSettings()
     unknown_keys: tuple[str, ...] = ()
     ignored_keys: tuple[str, ...] = ()
 

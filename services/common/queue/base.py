@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from .jobs import CacheJob
 
 
 class QueueUnavailable(Exception):
     """The queue cannot be reached; the job was not enqueued."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job a cacher gave up on, as an operator sees it (the web UI, `retry_dead_letter`)."""
+
+    id: str  # unique among the queue's dead letters
+    job: CacheJob | None  # None when the payload could not be decoded
+    reason: str
+    failed_at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A job waiting or in progress, as an operator sees it."""
+
+    id: str
+    job: CacheJob | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +91,44 @@ class JobQueue(abc.ABC):
 
     async def unlock(self, key: str) -> None:  # noqa: B027 - optional hook
         pass
+
+    # -- shared between frontends: tags just served, before their cache jobs land -----------
+
+    async def note_recent_tag(self, name: str, tag: str, ttl_secs: float) -> None:
+        """Remember that `tag` of `name` was just served (in this process by default)."""
+        recent: dict[tuple[str, str], float] = self.__dict__.setdefault("_recent_tags", {})
+        now = time.monotonic()
+        if len(recent) > 10_000:
+            for key in [k for k, expiry in recent.items() if expiry <= now]:
+                del recent[key]
+        recent[(name, tag)] = now + ttl_secs
+
+    async def recent_tags(self, name: str) -> set[str]:
+        recent: dict[tuple[str, str], float] = self.__dict__.get("_recent_tags", {})
+        now = time.monotonic()
+        return {tag for (owner, tag), expiry in recent.items() if owner == name and expiry > now}
+
+    # -- for operators (the web UI): dead letters and waiting jobs, oldest first ------------
+
+    @abc.abstractmethod
+    async def dead_letter_page(self, count: int, after: str | None = None) -> list[DeadLetter]:
+        """Up to `count` dead letters, oldest first, starting after the letter `after`."""
+
+    @abc.abstractmethod
+    async def dead_letter_count(self) -> int: ...
+
+    @abc.abstractmethod
+    async def retry_dead_letter(self, letter_id: str) -> CacheJob | None:
+        """Enqueue a dead letter's job again, its attempts from zero, then remove the letter;
+        the job, or None when there is no such letter. Raises UnsupportedJobVersion for a
+        letter whose payload cannot be decoded (it cannot run again)."""
+
+    @abc.abstractmethod
+    async def queued_page(self, count: int, after: str | None = None) -> list[QueuedJob]:
+        """Up to `count` jobs waiting or in progress, oldest first, after the job `after`."""
+
+
+def fresh_attempt(job: CacheJob) -> CacheJob:
+    """A dead letter's job, run again from its first attempt (the rest is unchanged: the
+    time it was enqueued still orders its tag against newer observations)."""
+    return replace(job, attempt=0, last_error=None)

@@ -10,6 +10,11 @@ Keys (all below `key_prefix`, built by `queue_key`):
 * `{prefix}:dead`        stream of given-up jobs: `job` (original payload), `reason`,
                          `failed_at`, `id`
 * `{prefix}:lock:<key>`  short-lived locks (SET NX PX), valued with this instance's token
+* `{prefix}:recent-tags:<name>`  sorted set of tags a frontend just served, scored by expiry:
+                         listed at once by every frontend, before the cache job lands
+
+Every payload is sealed with the configured `job_signing_key` (`jobs.JobSigner`): an entry
+that does not verify is handed over without a job, and the cacher dead-letters it.
 
 Delivery is at least once: an entry a consumer reserved but never finished (the cacher was
 killed) is taken over by another consumer with XAUTOCLAIM once it has been pending for
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
 import time
 import uuid
@@ -34,8 +41,8 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from ..config import RedisQueueSettings
-from .base import Delivery, JobQueue, QueueUnavailable
-from .jobs import CacheJob, UnsupportedJobVersion
+from .base import DeadLetter, Delivery, JobQueue, QueuedJob, QueueUnavailable, fresh_attempt
+from .jobs import CacheJob, JobRejected, JobSigner, UnsupportedJobVersion
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ JOBS = "jobs"
 DELAYED = "delayed"
 DEAD = "dead"
 LOCK = "lock"
+RECENT_TAGS = "recent-tags"
 GROUP = "cachers"
 JOB_FIELD = b"job"
 
@@ -169,6 +177,13 @@ class RedisQueue(JobQueue):
         # Identifies this process's locks, so unlock() never deletes someone else's.
         self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._client: Redis | None = None
+        key = settings.job_signing_key
+        if key is None:
+            # Only this process can then verify its jobs (a `server` without a configured
+            # key); `frontend` and `cacher` refuse to start without one.
+            log.info("no queue.redis job_signing_key: cache jobs signed with a random key")
+            key = secrets.token_bytes(32)
+        self.signer = JobSigner(key)
 
     # -- connection --------------------------------------------------------------------------
 
@@ -227,7 +242,10 @@ class RedisQueue(JobQueue):
     async def enqueue(self, job: CacheJob) -> None:
         with _unavailable("enqueue"):
             await self._redis.xadd(
-                self.jobs_key, {JOB_FIELD: job.pack()}, maxlen=MAX_JOBS, approximate=True
+                self.jobs_key,
+                {JOB_FIELD: self.signer.seal(job.pack())},
+                maxlen=MAX_JOBS,
+                approximate=True,
             )
 
     # -- consuming ---------------------------------------------------------------------------
@@ -337,15 +355,21 @@ class RedisQueue(JobQueue):
                 deliveries.append(self._decode(_text(entry_id), fields))
         return deliveries
 
-    @staticmethod
-    def _decode(entry_id: str, fields: Mapping[bytes, bytes]) -> Delivery:
+    def _decode(self, entry_id: str, fields: Mapping[bytes, bytes]) -> Delivery:
         raw = fields.get(JOB_FIELD)
         if raw is None:
             return Delivery(entry_id, None, raw_error="stream entry has no 'job' field")
         try:
-            return Delivery(entry_id, CacheJob.unpack(raw))
+            return Delivery(entry_id, self.open_job(raw))
+        except JobRejected as error:
+            log.warning("redis queue: rejected job id=%s: %s", entry_id, error)
+            return Delivery(entry_id, None, raw_error=str(error))
         except UnsupportedJobVersion as error:
             return Delivery(entry_id, None, raw_error=str(error))
+
+    def open_job(self, raw: bytes) -> CacheJob:
+        """A job from its sealed payload: the signature first, then the fields."""
+        return CacheJob.unpack(self.signer.open(raw))
 
     # -- finishing ---------------------------------------------------------------------------
 
@@ -360,7 +384,7 @@ class RedisQueue(JobQueue):
         due = time.time() + max(0.0, delay_secs)
         with _unavailable("retry"):
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(self.delayed_key, {job.pack(): due})
+                pipe.zadd(self.delayed_key, {self.signer.seal(job.pack()): due})
                 pipe.xack(self.jobs_key, GROUP, delivery.id)
                 pipe.xdel(self.jobs_key, delivery.id)
                 await pipe.execute()
@@ -386,8 +410,8 @@ class RedisQueue(JobQueue):
         for _entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
             job: CacheJob | None
             try:
-                job = CacheJob.unpack(fields.get(JOB_FIELD, b""))
-            except UnsupportedJobVersion:
+                job = self.open_job(fields.get(JOB_FIELD, b""))
+            except (JobRejected, UnsupportedJobVersion):
                 job = None
             letters.append((job, _text(fields.get(b"reason", b""))))
         return letters
@@ -432,3 +456,91 @@ class RedisQueue(JobQueue):
                 )
         except QueueUnavailable as error:
             log.warning("could not release lock %s (it expires by itself): %s", key, error)
+
+    # -- for operators (the web UI): dead letters and waiting jobs ---------------------------
+
+    # -- shared between frontends ----------------------------------------------------------
+
+    async def note_recent_tag(self, name: str, tag: str, ttl_secs: float) -> None:
+        key = queue_key(self.settings.key_prefix, RECENT_TAGS, name)
+        now = time.time()
+        with _unavailable("note_recent_tag"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, {tag: now + ttl_secs})
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.expire(key, max(1, int(ttl_secs) + 1))
+                await pipe.execute()
+
+    async def recent_tags(self, name: str) -> set[str]:
+        key = queue_key(self.settings.key_prefix, RECENT_TAGS, name)
+        with _unavailable("recent_tags"):
+            members = await self._redis.zrangebyscore(key, time.time(), "+inf")
+        return {_text(member) for member in cast(list[bytes], members)}
+
+    async def dead_letter_page(self, count: int, after: str | None = None) -> list[DeadLetter]:
+        """Entries of the dead-letter stream; a letter's id is its entry id there."""
+        with _unavailable("dead_letter_page"):
+            entries = await self._redis.xrange(
+                self.dead_key, min=_after(after), max="+", count=max(1, count)
+            )
+        letters: list[DeadLetter] = []
+        for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
+            letter_id = _text(entry_id)
+            delivery = self._decode(letter_id, fields)
+            try:
+                failed_at = float(fields.get(b"failed_at", b"0"))
+            except ValueError:
+                failed_at = 0.0
+            letters.append(
+                DeadLetter(letter_id, delivery.job, _text(fields.get(b"reason", b"")), failed_at)
+            )
+        return letters
+
+    async def dead_letter_count(self) -> int:
+        with _unavailable("dead_letter_count"):
+            return int(await self._redis.xlen(self.dead_key))
+
+    async def retry_dead_letter(self, letter_id: str) -> CacheJob | None:
+        """Enqueued before the letter is removed: a failure in between leaves the letter
+        (and at worst one duplicate job, which costs a storage lookup), never loses it."""
+        if not _STREAM_ID_RE.match(letter_id):
+            return None
+        with _unavailable("retry_dead_letter"):
+            entries = await self._redis.xrange(self.dead_key, min=letter_id, max=letter_id)
+        if not entries:
+            return None
+        _entry_id, fields = cast(list[tuple[bytes, dict[bytes, bytes]]], entries)[0]
+        delivery = self._decode(letter_id, fields)
+        if delivery.job is None:
+            raise UnsupportedJobVersion(
+                f"dead letter {letter_id} cannot be decoded: {delivery.raw_error}"
+            )
+        job = fresh_attempt(delivery.job)
+        await self.enqueue(job)
+        with _unavailable("retry_dead_letter"):
+            await self._redis.xdel(self.dead_key, letter_id)
+        return job
+
+    async def queued_page(self, count: int, after: str | None = None) -> list[QueuedJob]:
+        """Entries of the jobs stream (waiting or in progress; retries waiting for their
+        due time sit in the delayed set and are not listed)."""
+        with _unavailable("queued_page"):
+            entries = await self._redis.xrange(
+                self.jobs_key, min=_after(after), max="+", count=max(1, count)
+            )
+        jobs: list[QueuedJob] = []
+        for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
+            delivery = self._decode(_text(entry_id), fields)
+            jobs.append(QueuedJob(delivery.id, delivery.job))
+        return jobs
+
+
+_STREAM_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+def _after(entry_id: str | None) -> str:
+    """XRANGE's exclusive start after `entry_id` (from the start without one; an id that is
+    not a stream id starts past the end)."""
+    if entry_id is None:
+        return "-"
+    return f"({entry_id}" if _STREAM_ID_RE.match(entry_id) else "+"

@@ -2,17 +2,29 @@
 
 Only URLs built from a configured upstream's base URL are requested, plus what that
 upstream itself points to: its token realm and blob redirects (Docker Hub sends blobs to a
-CDN). The `Authorization` header never follows a redirect to another host, and a client's
-own headers are never forwarded.
+CDN), each checked by `targets.TargetGuard` first. Credentials belong to the upstream:
+
+- the configured username/password (Basic, or for the token realm) and the tokens the
+  realm issues go only to the upstream's own origin (scheme, host and port) and to the
+  realm named by the upstream's own 401, never to a redirect target;
+- a 401 from a redirect target (a CDN with its own token service) is answered with an
+  anonymous token from the realm it names, sent to that target only, and is never
+  remembered as the upstream's challenge;
+- an https upstream never sends credentials over http (an http realm gets none).
+
+A client's own headers are never forwarded. Blob downloads take a slot of the upstream's
+`max_concurrent_downloads` (`slots.py`), so they never starve the short requests; every
+request has an overall deadline (`request_timeout_secs`; for a blob, until its headers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -22,22 +34,41 @@ import aiohttp
 
 from ..config import UpstreamSettings
 from ..metrics import Metrics
-from ..oci import MANIFEST_MEDIA_TYPES
-from .auth import DEFAULT_TOKEN_LIFETIME_SECS, Challenge, TokenCache, basic_header, parse_challenge
+from ..oci import MANIFEST_MEDIA_TYPES, MEDIA_OCI_INDEX
+from .auth import (
+    DEFAULT_TOKEN_LIFETIME_SECS,
+    Challenge,
+    TokenCache,
+    TokenKey,
+    basic_header,
+    parse_challenge,
+)
 from .errors import (
     ManifestTooLarge,
     UpstreamDenied,
+    UpstreamDown,
     UpstreamError,
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
 from .health import Refused, UpstreamHealth
+from .slots import DownloadSlots
+from .targets import TargetGuard
 
 log = logging.getLogger(__name__)
 
 BLOB_CHUNK_SIZE = 256 * 1024
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin:
+    """Scheme, host and port: where credentials may go is decided by all three."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +83,8 @@ class FetchedManifest:
     data: bytes
     media_type: str
     digest_header: str | None
+    filters_applied: str | None = None  # OCI-Filters-Applied of a referrers answer
+    link: str | None = None  # the Link header of a paged answer (tags/list)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -82,7 +115,8 @@ def refused_error(host: str, refused: Refused) -> UpstreamError:
 
 
 class BlobDownload:
-    """An open upstream blob response; iterate `chunks()`, then leave the `async with`."""
+    """An open upstream blob response; iterate `chunks()`, then leave the `async with`
+    (which also gives back its download slot)."""
 
     def __init__(
         self,
@@ -91,12 +125,14 @@ class BlobDownload:
         name: str,
         digest: str,
         started: float,
+        release: Callable[[], None],
     ):
         self._response = response
         self._upstream = upstream
         self._name = name
         self._digest = digest
         self._started = started
+        self._release: Callable[[], None] | None = release
         self.bytes_read = 0
         length = response.headers.get("Content-Length")
         self.size: int | None = int(length) if length and length.isdigit() else None
@@ -108,7 +144,7 @@ class BlobDownload:
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as error:
             self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
-            raise UpstreamUnavailable(
+            raise UpstreamDown(
                 self._upstream.host, f"blob download interrupted: {error!r}"
             ) from error
         if self.size is not None and self.bytes_read != self.size:
@@ -129,6 +165,9 @@ class BlobDownload:
         self._response.release()
         if exc is not None:
             self._response.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
         self._upstream.log_fetch(
             "GET",
             self._name,
@@ -148,22 +187,38 @@ class UpstreamClient:
         repository: str,
         metrics: Metrics,
         health: UpstreamHealth,
+        slots: DownloadSlots,
+        guard: TargetGuard,
     ):
         self.settings = settings
         self.metrics = metrics
         self.health = health
+        self.slots = slots
+        self.guard = guard
         self.session = session
         self.tokens = tokens
         self.repository = repository
         self.host = settings.host
+        self.origin = origin_of(settings.base_url)
         self._ssl = _ssl_context(settings)
-        self._timeout = aiohttp.ClientTimeout(
+        # Bulk transfers (blob bodies): no overall limit, a read timeout between bytes.
+        self._bulk_timeout = aiohttp.ClientTimeout(
             total=None,
+            connect=settings.connect_timeout_secs,
+            sock_connect=settings.connect_timeout_secs,
+            sock_read=settings.read_timeout_secs,
+        )
+        # Everything else (manifests, HEADs, tokens): an overall deadline too.
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout_secs,
+            connect=settings.connect_timeout_secs,
             sock_connect=settings.connect_timeout_secs,
             sock_read=settings.read_timeout_secs,
         )
         # What the upstream asked for last time, so later requests authenticate up front.
+        # Only ever a challenge of the upstream's own origin.
         self._challenge: Challenge | None = None
+        self._warned_plain_realm = False
 
     def __repr__(self) -> str:
         return f"UpstreamClient({self.settings.url!r})"
@@ -194,13 +249,21 @@ class UpstreamClient:
     def _scope(self, name: str) -> str:
         return f"repository:{name}:pull"
 
-    def _token_key(self, challenge: Challenge, scope: str) -> tuple[str, str, str, str]:
-        return (
-            challenge.realm or "",
-            challenge.params.get("service", ""),
-            scope,
-            self.settings.username or "",
-        )
+    def _credentials_for(self, realm: str) -> tuple[str, str] | None:
+        """The configured credentials, when they may go to `realm` (named by the
+        upstream's own challenge): never over http from an https upstream."""
+        if self.settings.username is None or self.settings.password is None:
+            return None
+        if self.origin[0] == "https" and urlsplit(realm).scheme != "https":
+            if not self._warned_plain_realm:
+                self._warned_plain_realm = True
+                log.warning(
+                    "upstream %s names a plain-http token realm; its credentials are not sent "
+                    "there (asking for an anonymous token)",
+                    self.host,
+                )
+            return None
+        return self.settings.username, self.settings.password
 
     async def _authorization(self, name: str, refresh: bool) -> str | None:
         challenge = self._challenge
@@ -211,32 +274,56 @@ class UpstreamClient:
                 return None
             return basic_header(self.settings.username, self.settings.password)
         scope = self._scope(name)
-        key = self._token_key(challenge, scope)
+        credentials = self._credentials_for(challenge.realm or "")
+        return await self._bearer(challenge, scope, credentials, refresh)
+
+    async def _bearer(
+        self,
+        challenge: Challenge,
+        scope: str,
+        credentials: tuple[str, str] | None,
+        refresh: bool,
+    ) -> str:
+        key: TokenKey = (
+            challenge.realm or "",
+            challenge.params.get("service", ""),
+            scope,
+            credentials[0] if credentials else "",
+        )
         if refresh:
             self.tokens.drop(key)
         token = self.tokens.get(key)
         if token is None:
-            token = await self._fetch_token(challenge, scope, key)
+            token = await self._fetch_token(challenge, scope, key, credentials)
         return f"Bearer {token}"
 
     async def _fetch_token(
-        self, challenge: Challenge, scope: str, key: tuple[str, str, str, str]
+        self,
+        challenge: Challenge,
+        scope: str,
+        key: TokenKey,
+        credentials: tuple[str, str] | None,
     ) -> str:
         realm = challenge.realm
-        if not realm or urlsplit(realm).scheme not in ("http", "https"):
-            raise UpstreamUnavailable(self.host, "token challenge without a usable realm")
+        if not realm:
+            raise UpstreamUnavailable(self.host, "token challenge without a realm")
+        await self.guard.check(realm, "token realm")
         query = {"scope": scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
         headers = {}
-        if self.settings.username is not None and self.settings.password is not None:
-            headers["Authorization"] = basic_header(self.settings.username, self.settings.password)
-            query["account"] = self.settings.username
+        if credentials is not None:
+            headers["Authorization"] = basic_header(*credentials)
+            query["account"] = credentials[0]
         url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
         started = time.monotonic()
         try:
             async with self.session.get(
-                url, headers=headers, timeout=self._timeout, ssl=self._ssl_for(url)
+                url,
+                headers=headers,
+                timeout=self._timeout,
+                ssl=self._ssl_for(url),
+                allow_redirects=False,
             ) as response:
                 if response.status in (401, 403):
                     raise UpstreamDenied(self.host, f"token endpoint refused: {response.status}")
@@ -246,13 +333,17 @@ class UpstreamClient:
                         "token endpoint rate-limited",
                         _retry_after(response.headers.get("Retry-After")),
                     )
+                if response.status >= 500:
+                    raise UpstreamDown(self.host, f"token endpoint answered {response.status}")
                 if response.status != 200:
                     raise UpstreamUnavailable(
                         self.host, f"token endpoint answered {response.status}"
                     )
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise UpstreamUnavailable(self.host, f"token request failed: {error!r}") from error
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise UpstreamDown(self.host, f"token request failed: {error!r}") from error
+        except ValueError as error:
+            raise UpstreamUnavailable(self.host, f"token endpoint sent no JSON: {error}") from error
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise UpstreamUnavailable(self.host, "token endpoint returned no token")
@@ -264,10 +355,12 @@ class UpstreamClient:
         )
         self.tokens.put(key, token, lifetime)
         log.debug(
-            "upstream token repository=%s upstream=%s scope=%s expires_in=%s duration_ms=%.1f",
+            "upstream token repository=%s upstream=%s scope=%s anonymous=%s expires_in=%s "
+            "duration_ms=%.1f",
             self.repository,
             self.host,
             scope,
+            credentials is None,
             lifetime,
             (time.monotonic() - started) * 1000,
         )
@@ -283,7 +376,7 @@ class UpstreamClient:
     # -- requests ---------------------------------------------------------------------------
 
     async def _request(
-        self, method: str, name: str, path: str, headers: dict[str, str]
+        self, method: str, name: str, path: str, headers: dict[str, str], *, bulk: bool = False
     ) -> aiohttp.ClientResponse:
         """Send a request to the upstream, authenticating as challenged and following
         redirects; the caller releases the returned response."""
@@ -292,12 +385,15 @@ class UpstreamClient:
         except Refused as refused:
             raise refused_error(self.host, refused) from None
         try:
-            response = await self._authenticated_request(method, name, path, headers)
-        except UpstreamDenied:
-            self.health.succeeded(probe)  # it answered: healthy, just not for us
-            raise
-        except UpstreamError as error:
+            response = await self._authenticated_request(method, name, path, headers, bulk)
+        except UpstreamDown as error:
             self.health.failed(probe, error.message)
+            raise
+        except UpstreamError:
+            self.health.succeeded(probe)  # it answered: healthy, just not usable for this
+            raise
+        except BaseException:
+            self.health.abandoned(probe)  # cancelled: says nothing about the upstream
             raise
         if response.status == 429:
             self.health.rate_limited(probe, _retry_after(response.headers.get("Retry-After")))
@@ -308,18 +404,25 @@ class UpstreamClient:
         return response
 
     async def _authenticated_request(
-        self, method: str, name: str, path: str, headers: dict[str, str]
+        self, method: str, name: str, path: str, headers: dict[str, str], bulk: bool
     ) -> aiohttp.ClientResponse:
         url = f"{self.settings.base_url}/v2/{name}/{path}"
         headers = {"Accept-Encoding": "identity", **headers}
+        timeout = self._bulk_timeout if bulk else self._timeout
         refreshed = False
         authorization = await self._authorization(name, refresh=False)
         while True:
-            response = await self._send_following_redirects(method, url, headers, authorization)
+            response, final_url = await self._send_following_redirects(
+                method, url, headers, authorization, self.origin, timeout
+            )
             if response.status != 401:
                 return response
             challenge_header = response.headers.get("WWW-Authenticate", "")
             response.release()
+            if origin_of(final_url) != self.origin:
+                return await self._answer_redirect_target(
+                    method, name, final_url, headers, challenge_header, timeout
+                )
             challenge = parse_challenge(challenge_header)
             if challenge is None:
                 raise UpstreamDenied(self.host, "401 without a usable WWW-Authenticate challenge")
@@ -331,33 +434,73 @@ class UpstreamClient:
             authorization = await self._authorization(name, refresh=True)
             refreshed = True
 
-    async def _send_following_redirects(
-        self, method: str, url: str, headers: dict[str, str], authorization: str | None
+    async def _answer_redirect_target(
+        self,
+        method: str,
+        name: str,
+        url: str,
+        headers: dict[str, str],
+        challenge_header: str,
+        timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
-        origin = urlsplit(url).netloc
+        """A redirect target (a CDN) answered 401: ask the realm it names for an anonymous
+        token and show it to that target only. The upstream's credentials stay home."""
+        target = urlsplit(url).netloc
+        challenge = parse_challenge(challenge_header)
+        if challenge is None or challenge.scheme != "bearer" or not challenge.realm:
+            raise UpstreamDenied(
+                self.host,
+                f"redirect target {target} asks for credentials; the upstream's are sent "
+                "only to the upstream",
+            )
+        scope = challenge.params.get("scope") or self._scope(name)
+        authorization = await self._bearer(challenge, scope, None, refresh=False)
+        response, _ = await self._send_following_redirects(
+            method, url, headers, authorization, origin_of(url), timeout
+        )
+        if response.status == 401:
+            response.release()
+            raise UpstreamDenied(
+                self.host, f"redirect target {target} refused the anonymous token of its realm"
+            )
+        return response
+
+    async def _send_following_redirects(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        authorization: str | None,
+        authorized: Origin,
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        """The first non-redirect response and its URL. `authorization` goes only to
+        requests whose origin is `authorized`."""
         for _ in range(self.settings.max_redirect + 1):
             request_headers = dict(headers)
-            if authorization is not None and urlsplit(url).netloc == origin:
+            if authorization is not None and origin_of(url) == authorized:
                 request_headers["Authorization"] = authorization
             try:
-                response = await self.session.request(
-                    method,
-                    url,
-                    headers=request_headers,
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                    ssl=self._ssl_for(url),
-                )
+                # The overall deadline until the headers, also for a blob (whose body is
+                # bounded by the read timeout between bytes only).
+                async with asyncio.timeout(self.settings.request_timeout_secs):
+                    response = await self.session.request(
+                        method,
+                        url,
+                        headers=request_headers,
+                        allow_redirects=False,
+                        timeout=timeout,
+                        ssl=self._ssl_for(url),
+                    )
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                raise UpstreamUnavailable(self.host, f"{method} failed: {error!r}") from error
+                raise UpstreamDown(self.host, f"{method} failed: {error!r}") from error
             self._track_rate_limit(response)
             location = response.headers.get("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
-                return response
+                return response, url
             response.release()
             url = urljoin(url, location)
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise UpstreamUnavailable(self.host, "redirect to a non-HTTP URL")
+            await self.guard.check(url, "redirect")
             if response.status == 303:
                 method = "GET"
         raise UpstreamUnavailable(self.host, f"more than {self.settings.max_redirect} redirects")
@@ -382,6 +525,8 @@ class UpstreamClient:
             )
         if status in (401, 403):
             raise UpstreamDenied(self.host, f"{what}: access denied ({status})")
+        if status >= 500:
+            raise UpstreamDown(self.host, f"{what}: upstream answered {status}")
         if status >= 300:
             raise UpstreamUnavailable(self.host, f"{what}: upstream answered {status}")
 
@@ -407,16 +552,39 @@ class UpstreamClient:
     async def get_manifest(
         self, name: str, reference: str, accept: str, max_size: int
     ) -> FetchedManifest:
+        return await self._get_document(
+            name, f"manifests/{reference}", reference, accept, max_size
+        )
+
+    async def get_referrers(
+        self, name: str, digest: str, artifact_type: str | None, max_size: int
+    ) -> FetchedManifest:
+        """The upstream's referrers index of `digest` (OCI 1.1 referrers API)."""
+        query = f"?{urlencode({'artifactType': artifact_type})}" if artifact_type else ""
+        return await self._get_document(
+            name, f"referrers/{digest}{query}", f"referrers/{digest}", MEDIA_OCI_INDEX, max_size
+        )
+
+    async def list_tags(
+        self, name: str, n: int | None, last: str | None, max_size: int
+    ) -> FetchedManifest:
+        """One page of the upstream's tag list (its `Link` names the next one)."""
+        query = {key: str(value) for key, value in (("n", n), ("last", last)) if value is not None}
+        path = f"tags/list?{urlencode(query)}" if query else "tags/list"
+        return await self._get_document(name, path, "tags/list", "application/json", max_size)
+
+    async def _get_document(
+        self, name: str, path: str, reference: str, accept: str, max_size: int
+    ) -> FetchedManifest:
+        """A JSON document of at most `max_size` bytes (a manifest, a referrers index)."""
         started = time.monotonic()
         status: int | str = "error"
         size = 0
         try:
-            response = await self._request(
-                "GET", name, f"manifests/{reference}", {"Accept": accept}
-            )
+            response = await self._request("GET", name, path, {"Accept": accept})
             try:
                 status = response.status
-                self._raise_for_status(response, f"GET manifest {name}:{reference}")
+                self._raise_for_status(response, f"GET {name} {reference}")
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > max_size:
                     raise ManifestTooLarge(
@@ -435,9 +603,12 @@ class UpstreamClient:
                     data=bytes(data),
                     media_type=media_type,
                     digest_header=response.headers.get("Docker-Content-Digest"),
+                    filters_applied=response.headers.get("OCI-Filters-Applied"),
+                    link=response.headers.get("Link"),
                 )
             except (aiohttp.ClientError, TimeoutError) as error:
-                raise UpstreamUnavailable(self.host, f"manifest read failed: {error!r}") from error
+                self.health.failed(False, f"manifest read failed: {error!r}")
+                raise UpstreamDown(self.host, f"manifest read failed: {error!r}") from error
             finally:
                 response.release()
         finally:
@@ -458,18 +629,21 @@ class UpstreamClient:
 
     async def open_blob(self, name: str, digest: str) -> BlobDownload:
         started = time.monotonic()
+        await self.slots.acquire()
         try:
-            response = await self._request("GET", name, f"blobs/{digest}", {})
-        except UpstreamError:
+            response = await self._request("GET", name, f"blobs/{digest}", {}, bulk=True)
+        except BaseException:
+            self.slots.release()
             self.log_fetch("GET", name, digest, "error", 0, started)
             raise
         try:
             self._raise_for_status(response, f"GET blob {name}@{digest}")
         except UpstreamError:
             response.release()
+            self.slots.release()
             self.log_fetch("GET", name, digest, response.status, 0, started)
             raise
-        return BlobDownload(response, self, name, digest, started)
+        return BlobDownload(response, self, name, digest, started, self.slots.release)
 
 
 def accept_header(client_accept: str | None = None) -> str:

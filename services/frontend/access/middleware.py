@@ -8,7 +8,7 @@ from aiohttp.typedefs import Handler
 from ...common.errors import NameInvalid, NameUnknown
 from ...common.routing import Route
 from ...common.runtime import RUNTIME
-from ..actions import MAX_PAGE_SIZE, Action, Catalog, ListTags, parse_request
+from ..actions import MAX_PAGE_SIZE, Action, Catalog, ListTags, Referrers, parse_request
 from .control import AccessControl, Decision
 from .identity import Identity
 
@@ -20,8 +20,12 @@ DECISION = web.RequestKey("decision", Decision)
 ROUTE = web.RequestKey("route", object)
 
 
-def _paged(action: Action, request: web.Request) -> Action:
-    """`request.n` and `request.last` for listing rules (a bad `n` is the handler's 400)."""
+def _with_query(action: Action, request: web.Request) -> Action:
+    """The query's part of the action: `request.n` and `request.last` of listings (a bad `n`
+    is the handler's 400), `request.artifact_type` of referrers."""
+    if isinstance(action, Referrers):
+        artifact_type = request.query.get("artifactType") or None
+        return Referrers(action.namespace, action.digest, artifact_type=artifact_type)
     if not isinstance(action, Catalog | ListTags):
         return action
     text = request.query.get("n")
@@ -47,7 +51,7 @@ def route_of(request: web.Request) -> Route:
 @web.middleware
 async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
     access = request.app[ACCESS]
-    action = _paged(
+    action = _with_query(
         parse_request(request.method, request.path, request.match_info, request.query), request
     )
     request[ACTION] = action

@@ -6,7 +6,7 @@ whether the upstream takes requests now, `decide` says what to do:
 | what is cached                         | upstream up       | upstream down     |
 |----------------------------------------|-------------------|-------------------|
 | nothing                                | FETCH             | FAIL              |
-| a type the client does not accept      | FETCH (negotiate) | FAIL              |
+| a type only the upstream can convert   | FETCH (negotiate) | FAIL              |
 | not confirmed for this name            | REVALIDATE        | FAIL              |
 | immutable (digest, immutable tag)      | SERVE_CACHE       | SERVE_CACHE       |
 | mutable, checked within the interval   | SERVE_CACHE       | SERVE_CACHE       |
@@ -15,6 +15,10 @@ whether the upstream takes requests now, `decide` says what to do:
 "Not confirmed for this name" is a blob stored through another repository: it is served
 under this name only once this name's upstream confirms it has it, and never when that
 upstream cannot say (a private upstream's blob must not leak through another name).
+
+A client that does not accept the cached type is answered from the cache too where
+`negotiate` can (an index it cannot take is a 404, a list gives its linux/amd64 child);
+only a conversion the upstream makes (schema 2 to schema 1) sends it there.
 
 When a REVALIDATE or FETCH then fails because the upstream is unavailable, the caller asks
 again with `upstream_up=False`: that is where stale serving comes from.
@@ -25,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ...common.oci import accepts
+from .negotiate import Negotiated, negotiate
 
 # A tag fetched moments ago and still on its way to storage answers without a second
 # upstream request for this long (the cache job usually lands well within it).
@@ -80,7 +84,9 @@ def decide(
 ) -> Decision:
     if cached is None:
         return _ask(Freshness.FETCH, Reason.NOT_CACHED, upstream_up)
-    if cached.media_type is not None and not accepts(accept, cached.media_type):
+    if cached.media_type is not None and negotiate(cached.media_type, accept) is (
+        Negotiated.ASK_UPSTREAM
+    ):
         return _ask(Freshness.FETCH, Reason.NOT_ACCEPTABLE, upstream_up)
     if cached.checked_at is None:
         return _ask(Freshness.REVALIDATE, Reason.UNCONFIRMED, upstream_up)

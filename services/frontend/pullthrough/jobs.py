@@ -4,6 +4,7 @@ delays a pull."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -11,6 +12,9 @@ from ...common.metrics import Metrics
 from ...common.queue import CacheJob, JobQueue, QueueUnavailable
 
 log = logging.getLogger(__name__)
+
+# How long a just-served tag is listed without being in storage (its job lands well before).
+RECENT_TAG_SECS = 60.0
 
 
 class JobSubmitter:
@@ -31,6 +35,11 @@ class JobSubmitter:
         self._pending: set[asyncio.Task[None]] = set()
         self.dropped = 0
 
+    @property
+    def pending(self) -> int:
+        """Jobs handed to the queue in the background and not yet answered."""
+        return len(self._pending)
+
     def _skip(self) -> bool:
         """Drop the job now: the queue is down and not due for a probe, or too much waits."""
         if (self.degraded and time.monotonic() < self._next_probe) or len(
@@ -46,6 +55,20 @@ class JobSubmitter:
         task = asyncio.create_task(self._enqueue(job))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def note_recent_tag(self, name: str, tag: str) -> None:
+        """Tell every frontend that this tag was just served, so that tag lists show it
+        before its cache job lands (in the background; best effort)."""
+        if self.degraded or len(self._pending) >= self.MAX_PENDING:
+            return
+        task = asyncio.create_task(self._note_recent_tag(name, tag))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _note_recent_tag(self, name: str, tag: str) -> None:
+        # Queue down: the tag is listed once its cache job lands.
+        with contextlib.suppress(QueueUnavailable):
+            await self._queue.note_recent_tag(name, tag, RECENT_TAG_SECS)
 
     async def _enqueue(self, job: CacheJob) -> None:
         try:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum, auto
 
-from ...common.errors import BackendUnavailable
+from ...common.errors import BackendUnavailable, ManifestUnknown
 from ...common.metrics import Metrics
 from ...common.oci import MEDIA_DOCKER_MANIFEST_V1_SIGNED, Digest, Reference, Tag
 from ...common.queue import CacheJob, JobKind
@@ -36,6 +36,7 @@ from .answers import STALE_WARNING, ManifestAnswer, Subject, UpstreamFailure
 from .freshness import IN_TRANSIT_SECS, CachedView, Decision, Freshness, Reason, decide
 from .jobs import JobSubmitter
 from .memory import PullMemory, TagMemory
+from .negotiate import Negotiated, default_platform_child, negotiate, not_acceptable_message
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class _Cached:
     view: CachedView
     source: Source
     record: ManifestRecord | None = None  # for STORED
+    # For MEMORY and IN_TRANSIT: held here, since memory may forget it meanwhile.
+    manifest: FetchedManifest | None = None
+    # False: stored for a tag without the upstream's digest header to check it against;
+    # it is re-checked before it counts as immutable.
+    confirmed: bool = True
 
 
 class ManifestService:
@@ -73,6 +79,11 @@ class ManifestService:
             tuple[str, str, str], asyncio.Task[tuple[FetchedManifest, Digest]]
         ] = {}
 
+    @property
+    def fetches_in_flight(self) -> int:
+        """Upstream manifest fetches running now (each shared by its waiting clients)."""
+        return len(self._in_flight)
+
     def _count(self, result: str) -> None:
         self.metrics.cache.labels("manifest", result).inc()
 
@@ -80,6 +91,36 @@ class ManifestService:
         return self.upstreams.clients(route.repository.name)
 
     async def get(self, route: Route, reference: Reference, accept: str | None) -> ManifestAnswer:
+        """The manifest as this client may take it (`negotiate`), cold or warm alike."""
+        answer = await self._canonical(route, reference, accept)
+        match negotiate(answer.media_type, accept):
+            case Negotiated.SERVE:
+                return answer
+            case Negotiated.NOT_FOUND:
+                raise ManifestUnknown(
+                    not_acceptable_message(answer.media_type), detail={"reference": str(reference)}
+                )
+            case Negotiated.DEFAULT_PLATFORM:
+                child = default_platform_child(await self.read_bytes(answer))
+                if child is None:
+                    raise ManifestUnknown(
+                        "manifest list found, but no linux/amd64 manifest in it for a client "
+                        "that does not accept lists",
+                        detail={"reference": str(reference)},
+                    )
+                return await self.get(route, Digest.parse(child), accept)
+        # Only the upstream can convert it for this client (schema 2 to schema 1).
+        try:
+            fetched, digest = await self._fetch(route, str(reference), accept or "", None, None)
+        except UpstreamError as error:
+            raise UpstreamFailure(error, Subject.MANIFEST, {"reference": str(reference)}) from error
+        return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
+
+    async def _canonical(
+        self, route: Route, reference: Reference, accept: str | None
+    ) -> ManifestAnswer:
+        """The manifest as cached (or as the upstream serves it to a client that takes
+        every manifest type), from `decide`."""
         if isinstance(reference, Digest):
             cached = await self._cached_digest(route, reference)
             detail = {"digest": str(reference)}
@@ -87,6 +128,8 @@ class ManifestService:
         else:
             immutable = route.repository.is_immutable(reference.value)
             cached = await self._cached_tag(route, reference, immutable)
+            if cached is not None and not cached.confirmed:
+                immutable = False  # asked once more before immutability pins it
             detail = {"tag": reference.value}
             interval = route.repository.manifest_check_interval_secs
             if cached is not None and cached.source is Source.IN_TRANSIT:
@@ -149,8 +192,9 @@ class ManifestService:
         else:
             upstream_accept = accept_header(accept)
         expected = reference if isinstance(reference, Digest) else None
+        unconfirmed = cached.view.digest if cached is not None and not cached.confirmed else None
         fetched, digest = await self._fetch(
-            route, str(reference), upstream_accept, expected, link_tag
+            route, str(reference), upstream_accept, expected, link_tag, unconfirmed
         )
         self._count("miss")
         return ManifestAnswer(str(digest), fetched.media_type, len(fetched.data), fetched.data)
@@ -163,34 +207,38 @@ class ManifestService:
         if immutable and remembered is not None:
             manifest = self.memory.manifest(name, remembered.digest)
             if manifest is not None:
-                return _Cached(_view(remembered.digest, manifest, remembered), Source.MEMORY)
+                view = _view(remembered.digest, manifest, remembered)
+                return _Cached(view, Source.MEMORY, manifest=manifest)
         record = await self._stored(self.storage.get_tag(name, tag.value))
         if record is not None:
             checked_at = record.updated_at
             if remembered is not None and remembered.digest == record.digest:
                 checked_at = max(checked_at, remembered.checked_at)
             view = CachedView(record.digest, record.media_type, checked_at)
-            return _Cached(view, Source.STORED, record)
+            return _Cached(view, Source.STORED, record, confirmed=record.confirmed)
         # Read again after the storage lookup: a fetch that finished meanwhile is found here
         # instead of starting a second upstream request.
         remembered = self.memory.tag(name, tag.value)
         if remembered is not None:
             manifest = self.memory.manifest(name, remembered.digest)
             if manifest is not None:
-                return _Cached(_view(remembered.digest, manifest, remembered), Source.IN_TRANSIT)
+                view = _view(remembered.digest, manifest, remembered)
+                return _Cached(view, Source.IN_TRANSIT, manifest=manifest)
         return None
 
     async def _cached_digest(self, route: Route, digest: Digest) -> _Cached | None:
         manifest = self.memory.manifest(route.storage_name, str(digest))
         if manifest is not None:
-            return _Cached(CachedView(str(digest), manifest.media_type, 0.0), Source.MEMORY)
+            view = CachedView(str(digest), manifest.media_type, 0.0)
+            return _Cached(view, Source.MEMORY, manifest=manifest)
         record = await self._stored(self.storage.get_revision(route.storage_name, digest))
         if record is not None:
             view = CachedView(record.digest, record.media_type, 0.0)
             return _Cached(view, Source.STORED, record)
         manifest = self.memory.manifest(route.storage_name, str(digest))  # fetched meanwhile
         if manifest is not None:
-            return _Cached(CachedView(str(digest), manifest.media_type, 0.0), Source.MEMORY)
+            view = CachedView(str(digest), manifest.media_type, 0.0)
+            return _Cached(view, Source.MEMORY, manifest=manifest)
         return None
 
     async def _stored(self, lookup: Awaitable[ManifestRecord | None]) -> ManifestRecord | None:
@@ -211,7 +259,7 @@ class ManifestService:
         self, route: Route, reference: Reference, cached: _Cached, decision: Decision
     ) -> ManifestAnswer:
         if cached.record is None:
-            manifest = self.memory.manifest(route.storage_name, cached.view.digest)
+            manifest = cached.manifest
             assert manifest is not None
             return _memory_answer(cached.view.digest, manifest)
         if decision.reason is Reason.IMMUTABLE:
@@ -232,7 +280,7 @@ class ManifestService:
         self._count("stale")
         if cached.record is not None:
             return _record_answer(cached.record, warning=STALE_WARNING)
-        manifest = self.memory.manifest(route.storage_name, cached.view.digest)
+        manifest = cached.manifest
         assert manifest is not None
         answer = _memory_answer(cached.view.digest, manifest)
         return ManifestAnswer(
@@ -250,6 +298,20 @@ class ManifestService:
         )
         if head.digest != cached.view.digest:
             return None
+        if not cached.confirmed and cached.record is not None:
+            # The upstream's header names the stored digest now: record the tag confirmed.
+            record = cached.record
+            await self.jobs.submit(
+                CacheJob(
+                    kind=JobKind.MANIFEST,
+                    repository=route.repository.name,
+                    remote_name=route.remote_name,
+                    digest=record.digest,
+                    size=record.size,
+                    media_type=record.media_type,
+                    tag=tag.value,
+                )
+            )
         self.memory.keep_tag(
             route.storage_name,
             tag.value,
@@ -258,7 +320,7 @@ class ManifestService:
         self._count("revalidated")
         if cached.record is not None:
             return _record_answer(cached.record)
-        manifest = self.memory.manifest(route.storage_name, cached.view.digest)
+        manifest = cached.manifest
         assert manifest is not None
         return _memory_answer(cached.view.digest, manifest)
 
@@ -300,8 +362,13 @@ class ManifestService:
         accept: str,
         expected: Digest | None,
         link_tag: str | None,
+        unconfirmed: str | None = None,
     ) -> tuple[FetchedManifest, Digest]:
-        """Fetch, verify, remember and enqueue a manifest (tagged with `link_tag`)."""
+        """Fetch, verify, remember and enqueue a manifest (tagged with `link_tag`).
+
+        A tag's manifest is confirmed when the upstream's digest header names it, or when
+        it is the `unconfirmed` digest stored before (two fetches agree); an unconfirmed one
+        is not remembered for the tag, so the next pull asks the upstream again."""
 
         async def fetch(client: UpstreamClient) -> tuple[FetchedManifest, Digest]:
             fetched = await client.get_manifest(
@@ -314,11 +381,14 @@ class ManifestService:
             # Remembered before the task completes: a request that arrives after it finds
             # the manifest here instead of starting a second upstream fetch.
             self.memory.keep_manifest(route.storage_name, str(digest), fetched)
+            confirmed = fetched.digest_header == str(digest) or str(digest) == unconfirmed
             if link_tag is not None:
-                self.memory.keep_tag(
-                    route.storage_name, link_tag, TagMemory(str(digest), time.time(), False)
-                )
-            await self._enqueue(route, digest, fetched, link_tag)
+                if confirmed:
+                    self.memory.keep_tag(
+                        route.storage_name, link_tag, TagMemory(str(digest), time.time(), False)
+                    )
+                self.jobs.note_recent_tag(route.storage_name, link_tag)
+            await self._enqueue(route, digest, fetched, link_tag, confirmed)
             return fetched, digest
 
         # Concurrent misses of one manifest share one upstream request; the fetch runs as
@@ -334,7 +404,12 @@ class ManifestService:
         return await asyncio.shield(task)
 
     async def _enqueue(
-        self, route: Route, digest: Digest, fetched: FetchedManifest, tag: str | None
+        self,
+        route: Route,
+        digest: Digest,
+        fetched: FetchedManifest,
+        tag: str | None,
+        confirmed: bool = True,
     ) -> None:
         await self.jobs.submit(
             CacheJob(
@@ -346,6 +421,7 @@ class ManifestService:
                 media_type=fetched.media_type,
                 tag=tag,
                 data=fetched.data,
+                confirmed=confirmed,
             )
         )
 
