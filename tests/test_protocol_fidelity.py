@@ -4,7 +4,9 @@ checked against CNCF Distribution's own answers, cold and warm."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from tests.fixtures.distribution import Distribution
+from tests.fixtures.engines import ContainerdEngine, EngineError, require_root
 from tests.fixtures.images import PushedImage
 from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
 from tests.fixtures.oci import Blob, canonical_json, sha256_digest
@@ -293,3 +296,73 @@ def test_an_upstream_tag_list_falls_back_to_the_cached_tags_when_the_upstream_is
     assert down.headers["Warning"].startswith("299")
     unknown = mirror.get(f"/v2/{REPO}/app/never/tags/list")
     assert unknown.status_code == 503
+
+
+# -- ranges --------------------------------------------------------------------------------------
+
+
+def test_ranges_on_a_cold_and_a_cached_blob_are_answered_as_the_spec_says(
+    mirror_factory: MirrorFactory, upstream: Distribution, pushed_images: PushedImageCache,
+    unique_repo: str,
+) -> None:  # fmt: skip
+    image = pushed_images.get(upstream, "large", name=unique_repo, tag="1.0", size_mib=4)
+    blob = image.largest_blob
+    data = requests.get(f"{upstream.url}/v2/{unique_repo}/blobs/{blob.digest}", timeout=60).content
+    mirror = hub(mirror_factory, upstream)
+    path = f"/v2/{REPO}/{unique_repo}/blobs/{blob.digest}"
+
+    cold = mirror.get(path, headers={"Range": "bytes=100-199"})
+    assert cold.status_code == 206
+    assert cold.headers["Content-Range"] == f"bytes 100-199/{blob.size}"
+    assert cold.content == data[100:200]
+    mirror.wait_for_blobs({blob.digest})
+
+    def get(**headers: str) -> requests.Response:
+        return mirror.get(path, headers=headers)
+
+    tail = get(Range="bytes=-10")
+    assert (tail.status_code, tail.content) == (206, data[-10:])
+    several = get(Range="bytes=0-9,20-29")
+    assert several.status_code == 200 and several.content == data
+    nothing = get(Range="bytes=-0")
+    assert nothing.status_code == 416
+    assert nothing.headers["Content-Range"] == f"bytes */{blob.size}"
+    assert nothing.json()["errors"][0]["code"] == "RANGE_INVALID"
+    same = get(Range="bytes=0-9", **{"If-Range": f'"{blob.digest}"'})
+    assert (same.status_code, same.content) == (206, data[:10])
+    other = get(Range="bytes=0-9", **{"If-Range": '"sha256:somethingelse"'})
+    assert other.status_code == 200 and other.content == data
+
+
+def test_containerd_with_a_default_hosts_toml_gets_no_other_registrys_content(
+    mirror_factory: MirrorFactory, upstream: Distribution, pushed_images: PushedImageCache,
+) -> None:  # fmt: skip
+    require_root()
+    image = pushed_images.get(upstream, "small", name="library/default-ns", tag="1.0")
+    mirror = mirror_factory(
+        {REPO: {"namespace": "docker.io", "upstream": [upstream_entry(upstream)]}},
+        global_={"default_repository": REPO},
+    )
+    root = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+    engine = ContainerdEngine(root / "containerd")
+    try:
+        engine.start()
+        hosts = root / "certs.d"
+        (hosts / "_default").mkdir(parents=True)
+        (hosts / "_default" / "hosts.toml").write_text(
+            f'[host."{mirror.url}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        pulled = engine.pull("docker.io/library/default-ns:1.0", hosts, "ns-test")
+        assert engine.images("ns-test")["docker.io/library/default-ns:1.0"] == image.digest, pulled
+        with pytest.raises(EngineError):
+            engine.pull("quay.io/library/default-ns:1.0", hosts, "ns-test")
+        log = mirror.log()
+        assert "ns=docker.io" in log and "ns=quay.io" in log
+        quay_lines = [
+            line for line in log.splitlines() if "ns=quay.io" in line and "access=" in line
+        ]
+        assert quay_lines and all('" 404 ' in line for line in quay_lines)
+        engine.clear("ns-test")
+    finally:
+        engine.stop()
+        shutil.rmtree(root, ignore_errors=True)

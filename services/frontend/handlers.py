@@ -17,6 +17,7 @@ from .responses import (
     blob_headers,
     etag_matches,
     not_modified,
+    requested_range,
     send_spool,
     served_bytes,
     stored_blob_response,
@@ -111,17 +112,28 @@ async def blob(request: web.Request, route: Route, digest: Digest) -> web.Stream
                     headers["Content-Length"] = str(size)
                 return web.Response(status=200, headers=headers)
             case SpooledBlob(spool=spool):
-                response = web.StreamResponse(status=200, headers=blob_headers(digest))
+                # A Range on a cold blob is served from the spool as it arrives, where the
+                # size is known (else the whole blob: a server may ignore a Range).
+                window = None
                 if spool.size is not None:
+                    window = requested_range(request, digest, spool.size)
+                response = web.StreamResponse(
+                    status=206 if window else 200, headers=blob_headers(digest)
+                )
+                if window is not None and spool.size is not None:
+                    response.content_length = window.length
+                    response.headers["Content-Range"] = window.content_range(spool.size)
+                elif spool.size is not None:
                     response.content_length = spool.size
                 metrics.streams_in_flight.inc()
                 try:
-                    ok = await send_spool(request, response, spool)
+                    ok = await send_spool(request, response, spool, window)
                 finally:
                     metrics.streams_in_flight.dec()
                 if not response.prepared:
                     continue  # the spool was handed to the cacher and committed: a hit now
                 if ok:
-                    metrics.bytes_served.labels("upstream").inc(spool.written)
+                    sent = window.length if window is not None else spool.written
+                    metrics.bytes_served.labels("upstream").inc(sent)
                 return response
     raise BackendUnavailable("the blob moved between spool and storage; retry the request")

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ..common.errors import RangeNotSatisfiable
 from ..common.oci import BLOB_CONTENT_TYPE, Digest
 from ..common.storage.objects import StorageUnavailable
 from .pullthrough.answers import StoredBlob
 from .pullthrough.spool import Spool
+from .ranges import Unsatisfiable, Window, wanted
 
 _SENDFILE_FALLBACK_CHUNK = 256 * 1024
 
@@ -87,29 +89,29 @@ def not_modified(digest: Digest | str) -> web.Response:
     )
 
 
-def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """(start, end exclusive) of a single satisfiable byte range, None without Range."""
-    if "Range" not in request.headers:
-        return None
+def requested_range(request: web.Request, digest: Digest, size: int) -> Window | None:
+    """The single window `Range` asks for (`ranges.wanted`), None for the whole blob; a
+    range that cannot be satisfied is a 416 in the OCI error format."""
     try:
-        window = request.http_range
-    except ValueError:
-        raise RangeNotSatisfiable(
-            "only a single byte range is supported",
-            headers={"Content-Range": f"bytes */{size}"},
-        ) from None
-    start, stop = window.start, window.stop
-    if start is None:
-        return None
-    if start < 0:
-        start = max(size + start, 0)
-        stop = size
-    stop = size if stop is None else min(stop, size)
-    if start >= size or stop <= start:
+        return wanted(
+            request.headers.get("Range"), request.headers.get("If-Range"), f'"{digest}"', size
+        )
+    except Unsatisfiable:
         raise RangeNotSatisfiable(
             "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
-        )
-    return start, stop
+        ) from None
+
+
+def _as_decided(request: web.Request, window: Window | None) -> web.BaseRequest:
+    """The request as `FileResponse` should read it: the window decided here, or no Range."""
+    if "Range" not in request.headers and "If-Range" not in request.headers:
+        return request
+    headers = CIMultiDict(request.headers)
+    headers.popall("If-Range", None)
+    headers.popall("Range", None)
+    if window is not None:
+        headers["Range"] = f"bytes={window.start}-{window.stop - 1}"
+    return request.clone(headers=headers)
 
 
 async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.StreamResponse:
@@ -117,11 +119,11 @@ async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.St
     headers = blob_headers(blob.digest)
     if etag_matches(request, blob.digest):
         return not_modified(blob.digest)
+    window = requested_range(request, blob.digest, blob.size)
     if blob.path is not None:
-        requested_range(request, blob.size)  # a 416 in the OCI error format
         file_response = BlobFileResponse(blob.path, blob.digest, headers)
         try:
-            await file_response.prepare(request)
+            await file_response.prepare(_as_decided(request, window))
         except _OpenFailed as failed:
             raise StorageUnavailable(f"cannot open the stored blob: {failed.error}") from None
         except ConnectionError:
@@ -131,12 +133,11 @@ async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.St
         raise web.HTTPTemporaryRedirect(
             blob.redirect_url, headers={"Docker-Content-Digest": str(blob.digest)}
         )
-    window = requested_range(request, blob.size)
-    start, stop = window if window is not None else (0, blob.size)
+    start, stop = (window.start, window.stop) if window is not None else (0, blob.size)
     response = web.StreamResponse(status=206 if window else 200, headers=headers)
     response.content_length = stop - start
     if window is not None:
-        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{blob.size}"
+        response.headers["Content-Range"] = window.content_range(blob.size)
     await response.prepare(request)
     if request.method == "GET":
         async for chunk in blob.read_range(start, stop):
@@ -149,13 +150,19 @@ def served_bytes(request: web.Request, blob: StoredBlob) -> int:
     """What a GET of a stored blob sends (for the bytes-served metric)."""
     if request.method != "GET":
         return 0
-    window = requested_range(request, blob.size)
-    return blob.size if window is None else window[1] - window[0]
+    window = requested_range(request, blob.digest, blob.size)
+    return blob.size if window is None else window.length
 
 
-async def send_spool(request: web.Request, response: web.StreamResponse, spool: Spool) -> bool:
-    """Send a spooled blob to one client as it arrives; False when the transfer was aborted
-    or could not start (the spool is gone: the response is then not prepared)."""
+async def send_spool(
+    request: web.Request,
+    response: web.StreamResponse,
+    spool: Spool,
+    window: Window | None = None,
+) -> bool:
+    """Send a spooled blob (or the `window` of it) to one client as it arrives; False when
+    the transfer was aborted or could not start (the spool is gone: the response is then
+    not prepared). A window that holds the last byte waits for the digest like the rest."""
     try:
         file = await asyncio.to_thread(open, spool.path, "rb")
     except OSError:
@@ -167,9 +174,11 @@ async def send_spool(request: web.Request, response: web.StreamResponse, spool: 
             # (sendfile would put raw bytes between the chunk headers).
             response.enable_chunked_encoding()
         await response.prepare(request)
-        offset = 0
-        while True:
+        offset, stop = (window.start, window.stop) if window is not None else (0, None)
+        while stop is None or offset < stop:
             available = spool.releasable()
+            if stop is not None:
+                available = min(available, stop)
             if offset < available:
                 await _send_range(request, response, file, offset, available - offset)
                 offset = available
