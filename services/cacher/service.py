@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
+from ..common import tracing
 from ..common.config import Settings
 from ..common.listen import listening_socket
 from ..common.metrics import CONTENT_TYPE_LATEST
+from ..common.reload import ConfigWatcher
 from ..common.runtime import RUNTIME, Runtime, open_runtime
 from .consumer import Cacher
+from .lifecycle.scheduler import cancel, run_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +32,13 @@ async def embedded_cacher(app: web.Application) -> AsyncIterator[None]:
     app[CACHER] = cacher
     stop = asyncio.Event()
     task = asyncio.create_task(cacher.run(stop, runtime.settings.server.drain_timeout_secs))
+    lifecycle = asyncio.create_task(run_lifecycle(runtime, stop))
     try:
         yield
     finally:
         stop.set()
         await task
+        await cancel(lifecycle)
 
 
 def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
@@ -60,8 +66,19 @@ def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
             except Exception as error:
                 checks[name] = f"unavailable: {error or type(error).__name__}"
         ready = all(value == "ok" for value in checks.values())
+        depth = None
+        if checks["queue"] == "ok":
+            with contextlib.suppress(Exception):
+                depth = await asyncio.wait_for(runtime.queue.depth(), 2.0)
+        # Idle: no job running here and none waiting (an unreadable queue has none for us).
+        activity = {"jobs_running": cacher.running, "queue_depth": depth}
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            {
+                "status": "ready" if ready else "not ready",
+                "checks": checks,
+                "idle": not any(activity.values()),
+                "activity": activity,
+            },
             status=200 if ready else 503,
         )
 
@@ -72,8 +89,10 @@ def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
     return app
 
 
-async def run_standalone(settings: Settings) -> None:
-    """The `cacher` command: consume jobs until SIGTERM/SIGINT, then drain."""
+async def run_standalone(settings: Settings, config_paths: Sequence[Path] = ()) -> None:
+    """The `cacher` command: consume jobs until SIGTERM/SIGINT, then drain; with
+    `config_paths`, their changes (and SIGHUP) reload the repositories and policies live."""
+    tracing.configure(settings.observability.tracing, "simple-registry-cacher")
     # Bound first: a taken port stops start-up before anything is opened.
     sock = listening_socket(settings.cacher.metrics_bind_address, settings.cacher.metrics_port)
     runtime = await open_runtime(settings)
@@ -82,7 +101,11 @@ async def run_standalone(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(_status_app(runtime, cacher), access_log=None)
+    status = _status_app(runtime, cacher)
+    if config_paths:
+        watcher = ConfigWatcher(list(config_paths), settings, runtime.metrics, runtime.apply)
+        status.cleanup_ctx.append(watcher.watch)
+    runner = web.AppRunner(status, access_log=None)
     await runner.setup()
     site = web.SockSite(runner, sock)
     try:
@@ -92,7 +115,9 @@ async def run_standalone(settings: Settings) -> None:
             settings.cacher.metrics_bind_address,
             settings.cacher.metrics_port,
         )
+        lifecycle = asyncio.create_task(run_lifecycle(runtime, stop))
         await cacher.run(stop, settings.server.drain_timeout_secs)
+        await cancel(lifecycle)
     finally:
         await runner.cleanup()
         await runtime.close()

@@ -1,8 +1,16 @@
-"""Logging set-up: one line per event, `key=value` pairs, never a credential."""
+"""Logging set-up: one line per event, `key=value` pairs, never a credential.
+
+`json` format: one JSON object per line with `time`, `level`, `logger`, `message`, and the
+same fields the text line carries as `key=value` (the access log's fields by name), so that
+Loki or Elasticsearch need no parser.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import re
 import sys
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -28,11 +36,58 @@ class _ParserErrorFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info") -> None:
+_FIELD = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=(\"[^\"]*\"|\S+)")
+# Fields a record may carry as attributes (`extra=`): the access log's.
+RECORD_FIELDS = (
+    "remote",
+    "method",
+    "path",
+    "protocol",
+    "status",
+    "bytes",
+    "duration_s",
+    "user_agent",
+    "identity",
+    "access",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        event: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        for key, value in _FIELD.findall(message):
+            event.setdefault(key, value.strip('"'))
+        for key in RECORD_FIELDS:
+            if hasattr(record, key):
+                event[key] = getattr(record, key)
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event, ensure_ascii=False, default=str)
+
+
+TEXT_FORMAT = logging.Formatter(
+    "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+)
+
+
+def use_format(name: str) -> None:
+    """Switch every handler to `text` or `json` lines (from the configuration)."""
+    formatter = JsonFormatter() if name == "json" else TEXT_FORMAT
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
+def configure_logging(level: str = "info", log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TEXT_FORMAT)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     logging.getLogger("aiohttp.server").addFilter(_ParserErrorFilter())

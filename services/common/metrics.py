@@ -140,6 +140,83 @@ class Metrics:
             ["webhook", "result"],
             registry=r,
         )
+        self._lifecycle_metrics(r)
+
+    def _lifecycle_metrics(self, r: CollectorRegistry) -> None:
+        """The cache lifecycle: usage, what prune/scrub deleted and why, their runs."""
+        self.storage_bytes = Gauge(
+            "registry_storage_bytes",
+            "Bytes of committed content (blobs; manifests are blobs too), as last measured",
+            registry=r,
+        )
+        self.storage_objects = Gauge(
+            "registry_storage_objects",
+            "Stored objects by kind (blob, manifest, tag), as last measured",
+            ["kind"],
+            registry=r,
+        )
+        self.storage_budget_bytes = Gauge(
+            "registry_storage_budget_bytes", "[eviction] max_size (0: no budget)", registry=r
+        )
+        self.lifecycle_deleted_bytes = Counter(
+            "registry_lifecycle_deleted_bytes_total",
+            "Blob bytes deleted by reason (retention, budget, delete, gc, corrupt)",
+            ["reason"],
+            registry=r,
+        )
+        self.lifecycle_deleted_blobs = Counter(
+            "registry_lifecycle_deleted_blobs_total",
+            "Blobs deleted by reason (retention, budget, delete, gc, corrupt)",
+            ["reason"],
+            registry=r,
+        )
+        self.lifecycle_last_run = Gauge(
+            "registry_lifecycle_last_run_timestamp_seconds",
+            "When the last prune or scrub of this process finished (unix time)",
+            ["task"],
+            registry=r,
+        )
+        self.lifecycle_duration = Gauge(
+            "registry_lifecycle_last_run_duration_seconds",
+            "How long the last prune or scrub of this process took",
+            ["task"],
+            registry=r,
+        )
+        self.lifecycle_errors = Counter(
+            "registry_lifecycle_errors_total",
+            "Lifecycle runs that failed, or found what stops blob deletion, by task",
+            ["task"],
+            registry=r,
+        )
+        self.memory_invalidations = Counter(
+            "registry_memory_invalidations_total",
+            "Times this frontend forgot its memory because content was about to be deleted",
+            registry=r,
+        )
+        self.pull_times_written = Counter(
+            "registry_pull_times_written_total",
+            "Pull-time records written (update_pull_time), by result (ok, failed)",
+            ["result"],
+            registry=r,
+        )
+
+        self.config_info = Gauge(
+            "registry_config_info",
+            "1 for the hash of the configuration in force (its files, merged)",
+            ["hash"],
+            registry=r,
+        )
+        self.config_reload_time = Gauge(
+            "registry_config_last_reload_timestamp_seconds",
+            "When the configuration in force was loaded",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "registry_config_reloads_total",
+            "Configuration reloads by result (applied, rejected, failed)",
+            ["result"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -48,11 +48,22 @@ class Router:
         repositories: Mapping[str, RepositorySettings],
         default_repository: str | None = None,
     ):
-        self._repositories = dict(repositories)
-        self._by_namespace = {r.namespace: r for r in repositories.values() if r.namespace}
+        self.reconfigure(repositories, default_repository)
+
+    def reconfigure(
+        self, repositories: Mapping[str, RepositorySettings], default_repository: str | None
+    ) -> None:
+        """Route by new settings from the next request on (a live reload)."""
+        by_namespace = {r.namespace: r for r in repositories.values() if r.namespace}
         # Longest key first, so that "a/b" wins over "a" for "a/b/c".
-        self._by_prefix = sorted(repositories.values(), key=lambda r: len(r.name), reverse=True)
-        self._default = repositories.get(default_repository) if default_repository else None
+        by_prefix = sorted(repositories.values(), key=lambda r: len(r.name), reverse=True)
+        default = repositories.get(default_repository) if default_repository else None
+        # One assignment each: a request sees the old tables or the new ones, never a mix
+        # that would matter (each lookup reads one table).
+        self._repositories = dict(repositories)
+        self._by_namespace = by_namespace
+        self._by_prefix = by_prefix
+        self._default = default
 
     def resolve(self, name: RepositoryName, namespace: str | None = None) -> Route:
         if namespace:

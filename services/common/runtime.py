@@ -36,6 +36,12 @@ class Runtime:
     router: Router
     metrics: Metrics
 
+    def apply(self, settings: Settings) -> None:
+        """A reloaded configuration: routes and upstreams from the next request on."""
+        self.settings = settings
+        self.router.reconfigure(settings.repositories, settings.global_.default_repository)
+        self.upstreams.reconfigure(settings.repositories, settings.global_)
+
     async def close(self) -> None:
         await self.session.close()
         await self.queue.close()

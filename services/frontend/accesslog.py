@@ -20,17 +20,30 @@ class AuditAccessLogger(AbstractAccessLogger):
         decision = request.get(DECISION)
         access = "-" if decision is None else ("allow" if decision.allowed else "deny")
         agent = request.headers.get("User-Agent", "-").replace('"', "'")
+        label = identity.label if identity is not None else "-"
+        fields = {
+            "remote": request.remote or "-",
+            "method": request.method,
+            "path": request.path_qs,
+            "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_s": round(time, 6),
+            "user_agent": agent,
+            "identity": label,
+            "access": access,
+        }
         self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s" identity=%s access=%s',
-            request.remote or "-",
+            '%s "%s %s %s" %d %d %.6fs "%s" identity=%s access=%s',
+            fields["remote"],
             request.method,
             request.path_qs,
-            request.version.major,
-            request.version.minor,
+            fields["protocol"],
             response.status,
             response.body_length,
             time,
             agent,
-            identity.label if identity is not None else "-",
+            label,
             access,
+            extra=fields,
         )

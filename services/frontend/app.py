@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
+from ..common import tracing
 from ..common.config import Settings
 from ..common.errors import NotFound, Unsupported
+from ..common.reload import ConfigWatcher
 from ..common.runtime import RUNTIME, open_runtime
 from . import ui
 from .access.control import AccessControl
@@ -16,7 +19,7 @@ from .access.middleware import ACCESS, access_control
 from .access.tls import ServerTls
 from .handlers import dispatch
 from .lifecycle import frontend_lifecycle
-from .middlewares import add_api_version_header, oci_errors, request_metrics
+from .middlewares import add_api_version_header, oci_errors, request_metrics, trace_requests
 from .pullthrough import handover
 from .pullthrough.blobs import BlobService
 from .pullthrough.jobs import JobSubmitter
@@ -45,9 +48,36 @@ async def _no_route(request: web.Request) -> web.StreamResponse:
     raise NotFound("no such route")
 
 
-def create_app(settings: Settings) -> web.Application:
+def _reloading(
+    settings: Settings, paths: list[Path]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: watch the configuration files; apply a new configuration in place to
+    the router, the upstreams and the access control (a request in flight keeps its own)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        runtime = app[RUNTIME]
+
+        def apply(new: Settings) -> None:
+            runtime.apply(new)
+            app[ACCESS].reconfigure(new)
+
+        watcher = ConfigWatcher(paths, settings, runtime.metrics, apply)
+        async for _ in watcher.watch():
+            yield
+
+    return context
+
+
+def create_app(settings: Settings, *, config_paths: Sequence[Path] = ()) -> web.Application:
+    """The frontend; with `config_paths`, their changes (and SIGHUP) reload it live."""
     app = web.Application(
-        middlewares=[request_metrics, oci_errors, access_control],
+        # Tracing costs nothing when off: its middleware is not even installed.
+        middlewares=[
+            *([trace_requests] if tracing.enabled() else []),
+            request_metrics,
+            oci_errors,
+            access_control,
+        ],
         client_max_size=MAX_REQUEST_BODY,
         handler_args={"max_line_size": 8190, "max_field_size": 8190},
     )
@@ -98,6 +128,8 @@ def create_app(settings: Settings) -> web.Application:
             await runtime.close()
 
     app.cleanup_ctx.append(runtime_context)
+    if config_paths:
+        app.cleanup_ctx.append(_reloading(settings, list(config_paths)))
     app.cleanup_ctx.append(frontend_lifecycle)
     if settings.server.tls is not None:
         server_tls = ServerTls(settings.server.tls)

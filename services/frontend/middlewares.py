@@ -8,8 +8,10 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..common import tracing
+from ..common.routing import Route
 from ..common.runtime import RUNTIME
-from .access.middleware import ACTION
+from .access.middleware import ACTION, ROUTE
 from .errors import API_VERSION_HEADER, error_response, to_registry_error
 
 
@@ -23,6 +25,31 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(to_registry_error(request, exc))
     except Exception as error:
         return error_response(to_registry_error(request, error))
+
+
+@web.middleware
+async def trace_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A span per request (installed only with [observability.tracing])."""
+    with tracing.span(f"{request.method} {request.path.split('/', 2)[1] or '/'}"):
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            tracing.annotate("http.request.method", request.method)
+            tracing.annotate("http.response.status_code", status)
+            action = request.get(ACTION)
+            if action is not None:
+                tracing.annotate("registry.action", action.name)
+                if action.repository is not None:
+                    tracing.annotate("registry.name", action.repository.value)
+            route = request.get(ROUTE)
+            if isinstance(route, Route):
+                tracing.annotate("registry.repository", route.repository.name)
 
 
 @web.middleware

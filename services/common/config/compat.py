@@ -11,15 +11,13 @@ from collections.abc import Iterable
 
 from .reader import Table
 
-IGNORED_TOP_LEVEL = ("cache", "metadata_store", "observability", "event_webhook")
+IGNORED_TOP_LEVEL = ("cache", "metadata_store", "event_webhook")
 IGNORED_GLOBAL = (
     "max_concurrent_requests",
-    "update_pull_time",
     "enable_redirect",
     "event_webhooks",
-    "retention_policy",
 )
-IGNORED_REPOSITORY = ("event_webhooks", "retention_policy")
+IGNORED_REPOSITORY = ("event_webhooks",)
 IGNORED_S3 = (
     "multipart_copy_threshold",
     "multipart_copy_chunk_size",

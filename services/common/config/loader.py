@@ -31,12 +31,14 @@ from .settings import (
     CacherSettings,
     FsStorageSettings,
     GlobalSettings,
+    ObservabilitySettings,
     RedisQueueSettings,
     RepositorySettings,
     S3StorageSettings,
     ServerSettings,
     Settings,
     StorageSettings,
+    TracingSettings,
     UiSettings,
     UpstreamSettings,
     default_of,
@@ -61,6 +63,7 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
     cacher = _parse_cacher(root.table("cacher"))
     ui = _parse_ui(root.table("ui"))
     eviction = parse_eviction(root.table("eviction"))
+    observability = _parse_observability(root.table("observability"))
     compat.ignore(root, compat.IGNORED_TOP_LEVEL, ignored)
     root.finish()
     _check_cross_references(global_, repositories, auth)
@@ -75,6 +78,7 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
         ui=ui,
         auth=auth,
         eviction=eviction,
+        observability=observability,
         unknown_keys=tuple(unknown),
         ignored_keys=tuple(ignored),
     )
@@ -435,6 +439,37 @@ def _networks(table: Table, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
         except ValueError:
             raise ConfigError(f"{table.key(name)}[{index}]", text, "a CIDR") from None
     return tuple(networks)
+
+
+def _parse_observability(table: Table | None) -> ObservabilitySettings:
+    if table is None:
+        return ObservabilitySettings()
+    tracing_table = table.table("tracing")
+    tracing = None
+    if tracing_table is not None:
+        endpoint = tracing_table.string("endpoint", required=True)
+        if urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ConfigError(
+                tracing_table.key("endpoint"), endpoint, "an http(s):// OTLP/HTTP collector URL"
+            )
+        if not tracing_table.has("sampling_rate"):
+            raise ConfigError(
+                tracing_table.key("sampling_rate"), None, "a number from 0.0 to 1.0 (required)"
+            )
+        rate = tracing_table.number("sampling_rate", 0.0)
+        if rate > 1.0:
+            raise ConfigError(tracing_table.key("sampling_rate"), rate, "a number from 0.0 to 1.0")
+        tracing = TracingSettings(endpoint, rate)
+        tracing_table.finish()
+    logging_table = table.table("logging")
+    log_format = default_of(ObservabilitySettings, "log_format")
+    if logging_table is not None:
+        log_format = logging_table.string("format", log_format)
+        if log_format not in ("text", "json"):
+            raise ConfigError(logging_table.key("format"), log_format, '"text" or "json"')
+        logging_table.finish()
+    table.finish()
+    return ObservabilitySettings(tracing=tracing, log_format=log_format)
 
 
 def _parse_cacher(table: Table | None) -> CacherSettings:

@@ -294,6 +294,20 @@ class EvictionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """`[observability.tracing]` (Angos's keys): OTLP/HTTP traces."""
+
+    endpoint: str
+    sampling_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    tracing: TracingSettings | None = None
+    log_format: str = "text"  # `[observability.logging] format`: "text" or "json"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings
     global_: GlobalSettings
@@ -304,6 +318,7 @@ class Settings:
     ui: UiSettings = UiSettings()
     auth: AuthSettings = AuthSettings()
     eviction: EvictionSettings = EvictionSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     unknown_keys: tuple[str, ...] = ()
     ignored_keys: tuple[str, ...] = ()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -19,12 +20,16 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .health import UpstreamHealth
+from .slots import DownloadSlots
+from .targets import TargetGuard
 
 T = TypeVar("T")
 
 
 class UpstreamPool:
-    """One `UpstreamClient` per configured upstream; all share one session and token cache."""
+    """One `UpstreamClient` per configured upstream; all share one session and token cache.
+    Health (the breaker) and download slots belong to an upstream URL, shared by every
+    repository that uses it."""
 
     def __init__(
         self,
@@ -34,22 +39,59 @@ class UpstreamPool:
         breaker: GlobalSettings,
     ):
         self.tokens = TokenCache()
+        self._session = session
+        self._metrics = metrics
         self._health: dict[str, UpstreamHealth] = {}
+        self._slots: dict[str, DownloadSlots] = {}
+        self.reconfigure(repositories, breaker)
+
+    def reconfigure(
+        self, repositories: Mapping[str, RepositorySettings], breaker: GlobalSettings
+    ) -> None:
+        """New upstreams, URLs or credentials (a live reload) from the next request on; an
+        upstream URL that stays keeps its health and download slots. A request in flight
+        keeps the client it started with."""
         self._clients = {
             name: [
-                UpstreamClient(u, session, self.tokens, name, metrics, self._health_of(u, breaker))
+                self._client(u, self._session, name, self._metrics, breaker)
                 for u in repo.upstreams
             ]
             for name, repo in repositories.items()
         }
 
-    def _health_of(self, upstream: UpstreamSettings, breaker: GlobalSettings) -> UpstreamHealth:
-        # One health record per upstream URL, shared by every repository that uses it.
+    def _client(
+        self,
+        upstream: UpstreamSettings,
+        session: aiohttp.ClientSession,
+        repository: str,
+        metrics: Metrics,
+        breaker: GlobalSettings,
+    ) -> UpstreamClient:
         if upstream.url not in self._health:
             self._health[upstream.url] = UpstreamHealth(
-                upstream.host, breaker.upstream_failure_threshold, breaker.upstream_cooldown_secs
+                upstream.host,
+                breaker.upstream_failure_threshold,
+                breaker.upstream_cooldown_secs,
+                breaker.upstream_first_cooldown_secs,
             )
-        return self._health[upstream.url]
+            self._slots[upstream.url] = DownloadSlots(
+                upstream.host, upstream.max_concurrent_downloads, upstream.connect_timeout_secs
+            )
+        guard = TargetGuard(
+            urlsplit(upstream.url).hostname or "",
+            breaker.allowed_redirect_networks,
+            upstream.connect_timeout_secs,
+        )
+        return UpstreamClient(
+            upstream,
+            session,
+            self.tokens,
+            repository,
+            metrics,
+            self._health[upstream.url],
+            self._slots[upstream.url],
+            guard,
+        )
 
     def clients(self, repository: str) -> list[UpstreamClient]:
         return self._clients.get(repository, [])

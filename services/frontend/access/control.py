@@ -50,13 +50,19 @@ class Decision:
 
 class AccessControl:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, metrics: Metrics):
-        self.settings = settings
         self.realm = "simple-registry"
+        self._session = session
         self._metrics = metrics
-        self._passwords = PasswordVerifier(settings.auth.identities, metrics)
-        self._oidc = OidcVerifier(settings.auth.oidc, session)
-        self._webhooks = WebhookAuthorizer(settings.auth.webhooks, session, metrics)
         self._policies = PolicyEvaluator()
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New identities, providers, webhooks and policies (a live reload): decided by
+        them from the next request; remembered decisions and credentials are forgotten."""
+        self.settings = settings
+        self._passwords = PasswordVerifier(settings.auth.identities, self._metrics)
+        self._oidc = OidcVerifier(settings.auth.oidc, self._session)
+        self._webhooks = WebhookAuthorizer(settings.auth.webhooks, self._session, self._metrics)
         self._decisions: LruCache[Verdict] = LruCache(DECISION_CACHE_BYTES)
         self._tokens: LruCache[Identity] = LruCache(DECISION_CACHE_BYTES)
         self._trusted_proxies = settings.global_.trusted_proxies

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 
+from ...common import tracing
 from ...common.metrics import Metrics
 from ...common.queue import CacheJob, JobQueue, QueueUnavailable
 
@@ -72,7 +73,8 @@ class JobSubmitter:
 
     async def _enqueue(self, job: CacheJob) -> None:
         try:
-            await self._queue.enqueue(job)
+            with tracing.span("enqueue cache job", {"registry.job.kind": str(job.kind)}):
+                await self._queue.enqueue(job)
         except QueueUnavailable as error:
             self.dropped += 1
             self._next_probe = time.monotonic() + self.PROBE_INTERVAL_SECS

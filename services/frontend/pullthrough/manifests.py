@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from ...common import tracing
 from ...common.errors import BackendUnavailable, ManifestUnknown
 from ...common.metrics import Metrics
 from ...common.oci import MEDIA_DOCKER_MANIFEST_V1_SIGNED, Digest, Reference, Tag
@@ -86,6 +87,7 @@ class ManifestService:
 
     def _count(self, result: str) -> None:
         self.metrics.cache.labels("manifest", result).inc()
+        tracing.annotate("registry.cache", result)
 
     def _clients(self, route: Route) -> list[UpstreamClient]:
         return self.upstreams.clients(route.repository.name)
