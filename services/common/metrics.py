@@ -200,6 +200,14 @@ class Metrics:
             registry=r,
         )
 
+        self.upstream_failures = Counter(
+            "registry_upstream_failures_total",
+            "Failed upstream requests by upstream host and cause (dns, connect_refused, "
+            "connect_timeout, read_timeout, tls, http_<status>, digest_mismatch, size_limit, "
+            "breaker_open, rate_limited)",
+            ["upstream", "cause"],
+            registry=r,
+        )
         self.config_info = Gauge(
             "registry_config_info",
             "1 for the hash of the configuration in force (its files, merged)",
