@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.s3_server",
     "tests.fixtures.tls",
+    "tests.fixtures.browser",
     "tests.fixtures.access",
 ]
