@@ -46,6 +46,17 @@ die() {
 
 [ "$(id -u)" = 0 ] || die "run as root (dockerd, debootstrap)"
 
+# --------------------------------------------------------------------------- package source
+# debootstrap fetches from the Debian source this machine's apt uses (or SMOKE_MIRROR).
+# shellcheck source=deploy/apt-source.sh
+. "$ROOT/deploy/apt-source.sh"
+if [ -n "${SMOKE_MIRROR:-}" ]; then
+    MIRROR="$SMOKE_MIRROR"
+else
+    MIRROR="$(debian_mirror /etc/apt "$SUITE")" ||
+        die "debootstrap needs a Debian package source: add one to apt, or set SMOKE_MIRROR=<a Debian mirror's URL>"
+fi
+
 # --------------------------------------------------------------------------- tools
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
@@ -161,11 +172,9 @@ fi
 build() { DOCKER_BUILDKIT=1 "$DOCKER" build --network host -q "$@" >/dev/null; }
 
 # --------------------------------------------------------------------------- base images
-mirror="$(sed -n 's/^URIs: *\(http[^ ]*debian\/*\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-mirror="${SMOKE_MIRROR:-${mirror:-http://deb.debian.org/debian}}"
-log "debootstrap $SUITE (minbase + python3) from $mirror"
+log "debootstrap $SUITE (minbase + python3) from $MIRROR"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-    "$SUITE" "$WORK/rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 ||
+    "$SUITE" "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
     die "debootstrap failed: $(tail -3 "$WORK/debootstrap.log")"
 # The host's CA bundle: pip and apt inside the builds then trust what the host trusts (a
 # TLS-inspecting proxy's CA included).

@@ -17,6 +17,7 @@ from ..common.listen import listening_socket
 from ..common.metrics import CONTENT_TYPE_LATEST
 from ..common.reload import ConfigWatcher
 from ..common.runtime import RUNTIME, Runtime, open_runtime
+from ..common.scrape import render_metrics
 from .consumer import Cacher
 from .lifecycle.scheduler import cancel, run_lifecycle
 
@@ -45,11 +46,8 @@ def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
     """/metrics, /healthz and /readyz of a standalone cacher."""
 
     async def metrics(request: web.Request) -> web.Response:
-        with contextlib.suppress(Exception):
-            runtime.metrics.queue_depth.set(await asyncio.wait_for(runtime.queue.depth(), 1.0))
-        return web.Response(
-            body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        body = await render_metrics(runtime)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "consumer": cacher.consumer})

@@ -79,6 +79,18 @@ class Metrics:
         self.queue_depth = Gauge(
             "registry_cache_queue_depth", "Cache jobs waiting or in progress", registry=r
         )
+        self.dead_letters = Gauge(
+            "registry_cache_dead_letters",
+            "Cache jobs in the dead-letter stream (given up after the last attempt)",
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "registry_upstream_breaker_state",
+            "1 for the circuit-breaker state each upstream host is in now (closed, open, "
+            "half-open), 0 for the others",
+            ["upstream", "state"],
+            registry=r,
+        )
         self.jobs = Counter(
             "registry_cache_jobs_total",
             "Cache jobs finished by outcome",

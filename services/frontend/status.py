@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiohttp import web
 
 from ..common.metrics import CONTENT_TYPE_LATEST
 from ..common.runtime import RUNTIME
+from ..common.scrape import render_metrics
 from .state import FRONTEND
 
 
 async def metrics(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    # The queue being down is reported by registry_caching_degraded.
-    with contextlib.suppress(Exception):
-        runtime.metrics.queue_depth.set(await asyncio.wait_for(runtime.queue.depth(), 1.0))
-    return web.Response(
-        body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    body = await render_metrics(request.app[RUNTIME])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:
