@@ -289,7 +289,7 @@ smoke_mode() {
         printf '\n[auth.identity.%s]\nusername = "%s"\npassword = "%s"\n' \
             "$SMOKE_USER" "$SMOKE_USER" "$identity_hash" >>"$REGISTRY_ACCESS_FILE"
         chmod 0644 "$REGISTRY_ACCESS_FILE"
-        sed -n '/^\[blob_store.s3\]/,/^secret_key/p' \
+        sed -n '/^\[blob_store.s3\]/,/^secret_key/p; /^\[queue.redis\]/,/^job_signing_key/p' \
             "$ROOT/deploy/compose/secrets/registry-credentials.example.toml" >"$credentials"
         {
             echo "services:"

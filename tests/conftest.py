@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.tls",
     "tests.fixtures.browser",
     "tests.fixtures.access",
+    "tests.fixtures.hostile_upstream",
 ]

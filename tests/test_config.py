@@ -299,7 +299,12 @@ def test_a_taken_port_is_a_one_line_error_naming_the_address(
     override.write_text(
         f'[server]\nbind_address = "127.0.0.1"\nport = {port}\n'
         f'[cacher]\nmetrics_bind_address = "127.0.0.1"\nmetrics_port = {port}\n'
-        + ('[queue.redis]\nurl = "redis://127.0.0.1:1/0"\n' if command == "cacher" else "")
+        + (
+            '[queue.redis]\nurl = "redis://127.0.0.1:1/0"\n'
+            'job_signing_key = "a-test-key-of-some-length"\n'
+            if command == "cacher"
+            else ""
+        )
         + f'[blob_store.fs]\nroot_dir = "{tmp_path / "data"}"\n'
     )
     with holder:

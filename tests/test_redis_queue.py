@@ -38,6 +38,7 @@ def make_job(n: int = 0, **changes: Any) -> CacheJob:
 @asynccontextmanager
 async def open_queue(server: RedisServer, **settings: Any) -> AsyncIterator[RedisQueue]:
     settings.setdefault("key_prefix", f"test-{uuid.uuid4().hex[:8]}")
+    settings.setdefault("job_signing_key", b"test-redis-queue-signing-key")
     queue = RedisQueue(RedisQueueSettings(url=server.url, **settings))
     await queue.open()
     try:
@@ -227,7 +228,7 @@ async def test_dead_letter_moves_the_job_to_the_dead_stream_with_the_reason(
         assert await queue.dead_letters() == [(job, "upstream said 404")]
         dead_key = queue_key(queue.settings.key_prefix, DEAD)
         ((_, fields),) = await client.xrange(dead_key)
-        assert fields[b"job"] == job.pack()
+        assert fields[b"job"] == queue.signer.seal(job.pack())
         assert fields[b"id"] == delivery.id.encode()
         assert abs(float(fields[b"failed_at"]) - time.time()) < 60
         assert await client.xpending(queue.jobs_key, "cachers") == {
@@ -250,7 +251,8 @@ async def test_an_unknown_job_version_is_delivered_without_a_job_and_with_the_er
 ) -> None:
     async with open_queue(redis_server) as queue, raw_client(redis_server) as client:
         jobs_key = queue_key(queue.settings.key_prefix, JOBS)
-        await client.xadd(jobs_key, {"job": payload})
+        sealed = queue.signer.seal(payload)
+        await client.xadd(jobs_key, {"job": sealed})
         (delivery,) = await queue.reserve("c1", 1, block_secs=1.0)
         assert delivery.job is None
         assert delivery.raw_error is not None and error in delivery.raw_error
@@ -258,7 +260,7 @@ async def test_an_unknown_job_version_is_delivered_without_a_job_and_with_the_er
         await queue.dead_letter(delivery, delivery.raw_error)
         assert await queue.dead_letters() == [(None, delivery.raw_error)]
         ((_, fields),) = await client.xrange(queue.dead_key)
-        assert fields[b"job"] == payload  # the original bytes, for an operator
+        assert fields[b"job"] == sealed  # the original bytes, for an operator
         assert await queue.depth() == 0
 
 

@@ -93,14 +93,14 @@ class Cacher:
         log.info("cacher stopped consumer=%s outcomes=%s", self.consumer, self.outcomes)
 
     async def _sweep_temp_files(self) -> None:
-        """Temp files of writers that crashed (older than any write in progress)."""
+        """Temp files of writers that are gone (a crash, a kill -9), at start-up; a live
+        writer's temp files (another cacher's, on shared storage) are left alone."""
         try:
             removed = await self.storage.objects.sweep_temp_files()
         except Exception as error:
             log.warning("sweep of temp files failed: %s", error)
             return
-        if removed:
-            log.info("removed %d temp files left by crashed writers", removed)
+        log.info("temp-file sweep done: removed %d left by writers that are gone", removed)
 
     async def _drain(self, drain_secs: float) -> None:
         if not self._tasks:
@@ -137,6 +137,7 @@ class Cacher:
         except PermanentJobError as error:
             log.error("job failed permanently kind=%s digest=%s: %s", job.kind, job.digest, error)
             self._count("dead-lettered", job.kind)
+            await self.handler.discard_staged(job)
             await self._safely(self.queue.dead_letter(delivery, str(error)))
             return
         except Exception as error:
@@ -171,6 +172,7 @@ class Cacher:
                 reason,
             )
             self._count("dead-lettered", job.kind)
+            await self.handler.discard_staged(job)
             await self._safely(self.queue.dead_letter(delivery, reason))
             return
         delay = min(self.backoff_secs * 2**job.attempt, self.backoff_max_secs)

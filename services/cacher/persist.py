@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from ..common.oci import Digest
 from ..common.queue import CacheJob, JobKind, JobQueue, QueueUnavailable
 from ..common.routing import Route, Router
 from ..common.storage import DigestMismatch, ManifestRecord, RegistryStorage
+from ..common.storage.staging import parse_staged_key
 from ..common.upstream import UpstreamClient, UpstreamCorrupt, accept_header
 from ..common.upstream.pool import UpstreamPool, first_answer
+from .checks import CheckedJob, InvalidJob, check_job
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +56,27 @@ class JobHandler:
     async def handle(self, job: CacheJob) -> str:
         """Persist the job's content; returns the outcome ("stored" or "already-stored")."""
         try:
-            digest = Digest.parse(job.digest)
-            route = self.router.route_for(job.repository, job.remote_name)
-        except Exception as error:
+            checked = check_job(job, self.router, self.max_manifest_size)
+        except InvalidJob as error:
             raise PermanentJobError(f"invalid job: {error}") from error
         if job.kind is JobKind.MANIFEST:
-            return await self._manifest(job, route, digest)
-        return await self._blob(job, route, digest)
+            return await self._manifest(checked)
+        return await self._blob(checked)
+
+    async def discard_staged(self, job: CacheJob) -> None:
+        """The job is given up: remove the bytes it staged (only a real staged key)."""
+        if job.staged is None or parse_staged_key(job.staged) is None:
+            return
+        try:
+            await self.storage.objects.delete(job.staged)
+        except Exception as error:
+            log.warning("could not remove staged %s: %s", job.staged, error)
 
     def _clients(self, route: Route) -> list[UpstreamClient]:
         return self.upstreams.clients(route.repository.name)
 
-    async def _manifest(self, job: CacheJob, route: Route, digest: Digest) -> str:
+    async def _manifest(self, checked: CheckedJob) -> str:
+        job, route, digest = checked.job, checked.route, checked.digest
         outcome = "already-stored"
         media_type = job.media_type
         info = await self.storage.blob_info(digest)
@@ -92,13 +104,16 @@ class JobHandler:
         if not media_type:
             raise PermanentJobError("manifest job without a media type")
         # Bytes before links: the revision, then the tag, point at committed content only.
-        record = ManifestRecord(str(digest), media_type, size, updated_at=job.enqueued_at)
-        await self.storage.put_revision(route.storage_name, record)
-        if job.tag is not None:
-            await self.storage.put_tag(route.storage_name, job.tag, record)
+        record = ManifestRecord(
+            str(digest), media_type, size, checked.observed_at, confirmed=job.confirmed
+        )
+        await self.storage.put_revision(route.storage_name, replace(record, confirmed=True))
+        if checked.tag is not None:
+            await self.storage.put_tag(route.storage_name, checked.tag.value, record)
         return outcome
 
-    async def _blob(self, job: CacheJob, route: Route, digest: Digest) -> str:
+    async def _blob(self, checked: CheckedJob) -> str:
+        job, route, digest = checked.job, checked.route, checked.digest
         outcome = "already-stored"
         info = await self.storage.blob_info(digest)
         if info is None:

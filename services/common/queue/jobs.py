@@ -2,10 +2,18 @@
 
 Jobs are idempotent (content already stored is acknowledged without a fetch) and delivered
 at least once. The payload is versioned; a cacher dead-letters a version it does not know.
+
+A job in a shared queue is sealed (`JobSigner`): an HMAC-SHA256 of the payload under the
+configured `job_signing_key`, checked before the payload is even decoded. Whoever can write
+to Redis but does not hold the key cannot make a cacher store anything; such an entry is
+dead-lettered. `unpack` checks the type of every field; what the values mean (names, tags,
+digests, sizes) the cacher checks with the frontend's own types before acting on them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -27,6 +35,38 @@ class UnsupportedJobVersion(ValueError):
     pass
 
 
+class JobRejected(ValueError):
+    """A sealed job whose signature does not verify (or that is not sealed at all)."""
+
+
+_MAC_SIZE = hashlib.sha256().digest_size
+
+
+class JobSigner:
+    """Seals packed jobs with an HMAC-SHA256 and opens only those that verify."""
+
+    def __init__(self, key: bytes):
+        if not key:
+            raise ValueError("a job signing key must not be empty")
+        self._key = key
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()
+
+    def seal(self, payload: bytes) -> bytes:
+        return self._mac(payload) + payload
+
+    def open(self, sealed: bytes) -> bytes:
+        """The payload of a sealed job; JobRejected when its signature does not verify."""
+        mac, payload = sealed[:_MAC_SIZE], sealed[_MAC_SIZE:]
+        if len(mac) != _MAC_SIZE or not hmac.compare_digest(mac, self._mac(payload)):
+            raise JobRejected(
+                "job signature does not verify (not written by a process holding this "
+                "registry's job_signing_key)"
+            )
+        return payload
+
+
 @dataclass(frozen=True, slots=True)
 class CacheJob:
     kind: JobKind
@@ -43,6 +83,9 @@ class CacheJob:
     # Blob bytes a frontend already downloaded and verified, waiting in storage under this
     # key for the cacher to check and commit (instead of fetching them a second time).
     staged: str | None = None
+    # A tag's manifest: False when the upstream sent no digest header to check it against
+    # (the tag is then re-checked on the next pull before immutability pins it).
+    confirmed: bool = True
     version: int = JOB_VERSION
 
     @property
@@ -67,6 +110,7 @@ class CacheJob:
             "enqueued_at": self.enqueued_at,
             "last_error": self.last_error,
             "staged": self.staged,
+            "confirmed": self.confirmed,
         }
         return msgpack.packb(payload, use_bin_type=True)
 
@@ -82,17 +126,32 @@ class CacheJob:
         try:
             return cls(
                 kind=JobKind(payload["kind"]),
-                repository=str(payload["repository"]),
-                remote_name=str(payload["remote_name"]),
-                digest=str(payload["digest"]),
-                size=payload.get("size"),
-                media_type=payload.get("media_type"),
-                tag=payload.get("tag"),
-                data=payload.get("data"),
-                attempt=int(payload.get("attempt", 0)),
-                enqueued_at=float(payload.get("enqueued_at", 0.0)),
-                last_error=payload.get("last_error"),
-                staged=payload.get("staged"),
+                repository=_typed(payload, "repository", str),
+                remote_name=_typed(payload, "remote_name", str),
+                digest=_typed(payload, "digest", str),
+                size=_optional(payload, "size", int),
+                media_type=_optional(payload, "media_type", str),
+                tag=_optional(payload, "tag", str),
+                data=_optional(payload, "data", bytes),
+                attempt=_typed(payload, "attempt", int, 0),
+                enqueued_at=float(_typed(payload, "enqueued_at", (int, float), 0.0)),
+                last_error=_optional(payload, "last_error", str),
+                staged=_optional(payload, "staged", str),
+                confirmed=payload.get("confirmed", True) is not False,
             )
         except (KeyError, ValueError, TypeError) as error:
             raise UnsupportedJobVersion(f"malformed job payload: {error}") from error
+
+
+def _typed(payload: dict[str, Any], name: str, kind: Any, default: Any = None) -> Any:
+    value = payload.get(name, default)
+    # bool is an int to Python, never a size or an attempt here.
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} is {type(value).__name__}")
+    return value
+
+
+def _optional(payload: dict[str, Any], name: str, kind: type) -> Any:
+    if payload.get(name) is None:
+        return None
+    return _typed(payload, name, kind)

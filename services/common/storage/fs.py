@@ -1,8 +1,14 @@
 """Filesystem object store: keys are relative paths under `root_dir`.
 
 Crash safety: every object is written to a temp file in the destination folder, flushed
-(and fsynced when `sync_to_disk`), then renamed over its key; a crash leaves at most a temp
-file, which listing skips and `sweep_temp_files` removes.
+(and fsynced when `sync_to_disk`), then renamed over its key; a failed write removes its
+temp file, and a crash leaves at most a temp file, which listing skips and
+`sweep_temp_files` removes. A temp file's name carries its writer's owner id
+(`owners.py`, locks in `_staging/`), so the sweep at start-up removes exactly the temp
+files of writers that are gone, however recent, and none of a live writer's.
+
+Walks of the tree (the catalog, the sweep) run on a thread pool of their own, never on the
+one that serves pulls (stat, open, read).
 """
 
 from __future__ import annotations
@@ -13,11 +19,16 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
+from . import owners
 from .objects import ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
+from .staging import STAGING_PREFIX
+
+T = TypeVar("T")
 
 # "~" appears in no tag, digest or name, so a temp file never looks like a key.
 TEMP_MARKER = "~tmp~"
@@ -25,15 +36,31 @@ _WRITE_BUFFER = 1024 * 1024
 _READ_CHUNK = 256 * 1024
 
 
+# Tree walks (catalog pages, the temp-file sweep): two threads of their own.
+_WALKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fs-walk")
+
+
+async def _on_walker(function: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_WALKERS, function, *args)
+
+
 def _is_temp(name: str) -> bool:
     return TEMP_MARKER in name
+
+
+def temp_owner(name: str) -> str | None:
+    """The owner id in a temp file's name (None: a name from before owners, or not ours)."""
+    _, _, suffix = name.partition(TEMP_MARKER)
+    owner, _, _random = suffix.rpartition(".")
+    return owner if owners.is_owner_name(owner) else None
 
 
 class FsObjectWriter(ObjectWriter):
     def __init__(self, store: FsObjectStore, final: Path):
         self._store = store
         self._final = final
-        self._temp = final.with_name(f"{final.name}{TEMP_MARKER}{uuid.uuid4().hex}")
+        self._temp = final.with_name(f"{final.name}{TEMP_MARKER}{store.owner}.{uuid.uuid4().hex}")
+
         self._file: BinaryIO | None = None
         self._buffer = bytearray()
 
@@ -58,9 +85,14 @@ class FsObjectWriter(ObjectWriter):
         await asyncio.to_thread(file.write, data)
 
     async def commit(self) -> None:
-        await self._flush_buffer()
-        file = await self._ensure_open()
-        await asyncio.to_thread(self._finish, file)
+        try:
+            await self._flush_buffer()
+            file = await self._ensure_open()
+            await asyncio.to_thread(self._finish, file)
+        except BaseException:
+            # A failed last write (a full disk) leaves nothing behind either.
+            await self.abort()
+            raise
         self._file = None
 
     def _finish(self, file: BinaryIO) -> None:
@@ -93,6 +125,16 @@ class FsObjectStore(ObjectStore):
     def __init__(self, root_dir: Path, sync_to_disk: bool = False):
         self.root = root_dir.resolve()
         self.sync_to_disk = sync_to_disk
+
+    @property
+    def owners_folder(self) -> Path:
+        """Where writers' owner locks live (the staging folder, beside the spools)."""
+        return self.root / STAGING_PREFIX
+
+    @property
+    def owner(self) -> str:
+        """This process's owner id, written into the names of its temp files."""
+        return owners.owner_in(self.owners_folder).name
 
     async def open(self) -> None:
         try:
@@ -153,6 +195,21 @@ class FsObjectStore(ObjectStore):
                     keys.append(str(Path(folder, name).relative_to(self.root)))
         return keys
 
+    async def folders(self, prefix: str) -> builtins.list[str]:
+        """The sorted names of the folders directly below `prefix` (none when missing), read
+        on the walkers' threads."""
+        return await _on_walker(self._folders, self.path(prefix))
+
+    @staticmethod
+    def _folders(base: Path) -> builtins.list[str]:
+        try:
+            with os.scandir(base) as entries:
+                return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as error:
+            raise StorageUnavailable(str(error)) from error
+
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.path(key).unlink)
@@ -204,18 +261,30 @@ class FsObjectStore(ObjectStore):
             os.close(fd)
 
     async def sweep_temp_files(self, older_than_secs: float = 3600.0) -> int:
-        """Remove temp files a crashed writer left behind; returns how many."""
-        return await asyncio.to_thread(self._sweep, time.time() - older_than_secs)
+        """Remove the temp files of writers that are gone; returns how many. A temp file
+        whose name names no owner (an older version wrote it) goes once it is older than
+        `older_than_secs`."""
+        return await _on_walker(self._sweep, time.time() - older_than_secs)
 
     def _sweep(self, cutoff: float) -> int:
         removed = 0
-        for folder, _dirs, files in os.walk(self.root):
+        alive: dict[str, bool] = {}
+        for folder, dirs, files in os.walk(self.root):
+            if Path(folder) == self.root and STAGING_PREFIX in dirs:
+                dirs.remove(STAGING_PREFIX)  # spools: their owners sweep them
             for name in files:
                 if not _is_temp(name):
                     continue
                 path = Path(folder, name)
+                owner = temp_owner(name)
                 with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
+                    if owner is not None:
+                        if owner not in alive:
+                            alive[owner] = owners.alive(self.owners_folder, owner)
+                        if alive[owner]:
+                            continue
+                    elif path.stat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                    removed += 1
         return removed

@@ -16,8 +16,8 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +34,9 @@ class ManifestRecord:
     media_type: str
     size: int
     updated_at: float = 0.0
+    # False: fetched for a tag without a digest header from the upstream; such a tag is
+    # re-checked before it counts as immutable (records written before this field: True).
+    confirmed: bool = True
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -46,6 +49,7 @@ class ManifestRecord:
             media_type=str(raw["media_type"]),
             size=int(raw["size"]),
             updated_at=float(raw.get("updated_at", 0.0)),
+            confirmed=raw.get("confirmed", True) is not False,
         )
 
 
@@ -99,8 +103,10 @@ class VerifyingWriter:
         if actual != str(self._expected):
             await self.abort()
             raise DigestMismatch(str(self._expected), actual, self.size)
-        self._done = True
+        # Done only once published: a commit that fails (a full disk) is aborted too, so
+        # its temp file goes.
         await self._writer.commit()
+        self._done = True
 
     async def abort(self) -> None:
         if not self._done:
@@ -200,7 +206,7 @@ class RegistryStorage:
         if current is not None and current.updated_at > record.updated_at:
             return False
         if record.updated_at == 0.0:
-            record = ManifestRecord(record.digest, record.media_type, record.size, time.time())
+            record = replace(record, updated_at=time.time())
         await self.objects.put(f"{_repo_key(name)}/_manifests/tags/{tag}", record.to_json())
         return True
 
@@ -233,3 +239,43 @@ class RegistryStorage:
             if marker > 0:
                 names.add(key[len("repositories/") : marker])
         return sorted(names)
+
+    async def repositories_after(self, after: str | None = None) -> AsyncIterator[str]:
+        """Names with manifests in storage, in path order (segment by segment, as a sorted
+        folder walk meets them), after `after`. A store with folders (`folders`) is read
+        folder by folder and only as far as the caller iterates, skipping whole subtrees
+        that sort before `after`: a catalog page costs about what it shows."""
+        bound = _path_order(after) if after else None
+        folders: Folders | None = getattr(self.objects, "folders", None)
+        if folders is None:
+            for name in sorted(await self.list_repositories(), key=_path_order):
+                if bound is None or _path_order(name) > bound:
+                    yield name
+            return
+        async for name in _names_below(folders, (), bound):
+            yield name
+
+
+Folders = Callable[[str], Awaitable[list[str]]]
+
+
+def _path_order(name: str) -> tuple[str, ...]:
+    return tuple(name.split("/"))
+
+
+async def _names_below(
+    folders: Folders, name: tuple[str, ...], bound: tuple[str, ...] | None
+) -> AsyncIterator[str]:
+    children = await folders("/".join(("repositories", *name)))
+    if name and "_manifests" in children and (bound is None or name > bound):
+        yield "/".join(name)
+    for child in children:
+        if child.startswith("_"):
+            continue  # _manifests, _layers: no name segment starts with "_"
+        full = (*name, child)
+        # Everything below `full` sorts after it and before its next sibling: all of it is
+        # at or before the bound when the bound is past `full` and not inside it.
+        if bound is not None and bound > full and bound[: len(full)] != full:
+            continue
+        async for found in _names_below(folders, full, bound):
+            yield found

@@ -3,20 +3,27 @@
 Docker's token flow: an anonymous request gets `401` with
 `WWW-Authenticate: Bearer realm="...",service="...",scope="..."`; a GET of the realm (with
 Basic credentials when configured) returns a token valid for `expires_in` seconds. Tokens
-are cached per (realm, service, scope, user) and refreshed on expiry or on a 401.
+are cached per (realm, service, scope, user) and refreshed on expiry or on a 401. The cache
+is one bounded LRU (`common/lru.py`): a mirror pulling millions of names keeps the most
+recently used tokens, and an evicted one costs one token request.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import time
 from dataclasses import dataclass
+
+from ..lru import LruCache
 
 _PARAM_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 # Refresh this long before the upstream says the token expires.
 _EXPIRY_MARGIN_SECS = 10.0
 DEFAULT_TOKEN_LIFETIME_SECS = 60.0
+# Docker Hub's tokens are about 1-2 KB: some thousands of names' tokens.
+TOKEN_CACHE_BYTES = 8 * 1024 * 1024
+
+TokenKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,30 +54,26 @@ def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-@dataclass(slots=True)
-class _Token:
-    value: str
-    expires_at: float
-
-
 class TokenCache:
     """Bearer tokens by (realm, service, scope, user); process-local and safe to lose."""
 
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str, str], _Token] = {}
+    def __init__(self, max_bytes: int = TOKEN_CACHE_BYTES) -> None:
+        self._tokens: LruCache[str] = LruCache(max_bytes)
 
-    def get(self, key: tuple[str, str, str, str]) -> str | None:
-        token = self._tokens.get(key)
-        if token is None:
-            return None
-        if token.expires_at <= time.monotonic():
-            del self._tokens[key]
-            return None
-        return token.value
+    def __len__(self) -> int:
+        return len(self._tokens)
 
-    def put(self, key: tuple[str, str, str, str], value: str, expires_in: float) -> None:
+    @property
+    def weight(self) -> int:
+        return self._tokens.weight
+
+    def get(self, key: TokenKey) -> str | None:
+        return self._tokens.get(key)
+
+    def put(self, key: TokenKey, value: str, expires_in: float) -> None:
         lifetime = max(expires_in - _EXPIRY_MARGIN_SECS, expires_in / 2, 1.0)
-        self._tokens[key] = _Token(value, time.monotonic() + lifetime)
+        weight = len(value) + sum(len(part) for part in key)
+        self._tokens.put(key, value, weight=weight, ttl=lifetime)
 
-    def drop(self, key: tuple[str, str, str, str]) -> None:
-        self._tokens.pop(key, None)
+    def drop(self, key: TokenKey) -> None:
+        self._tokens.pop(key)

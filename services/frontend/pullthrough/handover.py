@@ -18,6 +18,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -64,10 +65,20 @@ class HandOver(abc.ABC):
 
 
 class RenameStaged(HandOver):
-    """Filesystem storage: the spool file is the staged object."""
+    """Filesystem storage: the spool file is the staged object. It moves out of this
+    process's spool folder first (which a restart of this process empties) into the
+    staging folder itself, where it belongs to the job."""
 
     async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> None:
-        if await self.jobs.submit_now(replace(job, staged=staged_key(spool.path.name))):
+        staged = self.spool_dir / spool.path.name
+        try:
+            await asyncio.to_thread(os.replace, spool.path, staged)
+        except OSError as error:
+            log.warning("cannot stage %s (%s); the cacher will fetch it", spool.digest, error)
+            await self.jobs.submit_now(job)
+            return
+        spool.path = staged  # later readers open it there
+        if await self.jobs.submit_now(replace(job, staged=staged_key(staged.name))):
             spool.state = SpoolState.HANDED_OVER  # the cacher renames it away
 
 

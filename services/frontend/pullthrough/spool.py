@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -30,7 +31,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...common.oci import Digest
-from ...common.storage.staging import staged_name
+from ...common.storage import owners
+from ...common.storage.owners import owner_in
+from ...common.storage.staging import parse_staged_key, staged_key, staged_name
 from ...common.upstream import BlobDownload, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -169,6 +172,9 @@ class Fanout:
 
     def __init__(self, spool_dir: Path):
         self.spool_dir = spool_dir
+        # This process's own folder: spools in progress live here until handed over (then
+        # they move up into `spool_dir`, the staging folder the cacher reads).
+        self.owner_dir = spool_dir / owner_in(spool_dir).name
         self._spools: dict[str, Spool] = {}
         self._starting: dict[str, asyncio.Future[Spool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,7 +234,7 @@ class Fanout:
         max_size: int | None,
         on_verified: OnVerified,
     ) -> Spool:
-        spool = Spool(digest, self.spool_dir / staged_name(digest), download.size)
+        spool = Spool(digest, self.owner_dir / staged_name(digest), download.size)
         spool.create()
         self._spools[str(digest)] = spool
         task = asyncio.create_task(spool.produce(download, max_size, on_verified))
@@ -262,16 +268,33 @@ class Fanout:
             if spool.done:
                 spool.discard()
         self._spools.clear()
+        # Whatever is left is this process's and nobody else's (handed-over spools moved
+        # out of it): downloads cut short by the stop.
+        await asyncio.to_thread(shutil.rmtree, self.owner_dir, True)
 
     def sweep_stale(self, older_than_secs: float = 3600.0) -> int:
-        """Spool files left by a frontend that died (called at start-up); how many went."""
-        cutoff = time.time() - older_than_secs
+        """What frontends that are gone left in the spool folder (called at start-up); how
+        many files went. The folders of dead owners (their spools, partial or not) go
+        whatever their age; so do their lock files. A staged file (handed over, waiting
+        for the cacher) goes once older than `older_than_secs`: its job was lost."""
         removed = 0
         if not self.spool_dir.is_dir():
             return removed
+        cutoff = time.time() - older_than_secs
+        owners.dead_owners(self.spool_dir)
         for entry in os.scandir(self.spool_dir):
             with contextlib.suppress(OSError):
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                if entry.is_dir(follow_symlinks=False):
+                    if owners.is_owner_name(entry.name) and not owners.alive(
+                        self.spool_dir, entry.name
+                    ):
+                        removed += sum(len(files) for _, _, files in os.walk(entry.path))
+                        shutil.rmtree(entry.path)
+                elif (
+                    entry.is_file(follow_symlinks=False)
+                    and parse_staged_key(staged_key(entry.name)) is not None
+                    and entry.stat().st_mtime < cutoff
+                ):
                     os.unlink(entry.path)
                     removed += 1
         return removed
