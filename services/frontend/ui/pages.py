@@ -89,6 +89,8 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return NONE
+    if seconds < 10:
+        return f"{seconds:.1f} s".replace(".0 s", " s")
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -8,11 +8,12 @@ process, lost at restart: it answers "who pulled what just now", not history.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from ...common.oci import Reference
 from ...common.routing import Route
 from ..access.middleware import ACTION, ROUTE
 from ..actions import GetManifest
@@ -33,23 +34,37 @@ class Pull:
     client: str  # the User-Agent, shortened
 
 
+# What a pull leaves in the ring: at, name, reference, digest, media type, stale, client.
+_Entry = tuple[float, str, Reference, str, str, bool, str]
+
+
 class RecentPulls:
+    """The ring holds plain tuples (a pull costs a few microseconds); they become `Pull`
+    values only when a page reads them."""
+
     def __init__(self, keep: int = KEEP_PULLS, keep_names: int = KEEP_NAMES):
-        self._pulls: deque[Pull] = deque(maxlen=keep)
-        self._last: OrderedDict[str, float] = OrderedDict()
+        self._pulls: deque[_Entry] = deque(maxlen=keep)
+        self._last: dict[str, float] = {}
         self._keep_names = keep_names
 
-    def record(self, pull: Pull) -> None:
-        self._pulls.append(pull)
-        for key in (pull.name, f"{pull.name}@{pull.digest}"):
-            self._last[key] = pull.at
-            self._last.move_to_end(key)
-        while len(self._last) > self._keep_names:
-            self._last.popitem(last=False)
+    def _remember(self, entry: _Entry) -> None:
+        self._pulls.append(entry)
+        at, name, digest = entry[0], entry[1], entry[3]
+        last = self._last
+        last[name] = at
+        last[f"{name}@{digest}"] = at
+        if len(last) > 2 * self._keep_names:
+            # Now and then, not per pull: keep the names pulled most recently.
+            newest = sorted(last.items(), key=lambda item: item[1])[-self._keep_names :]
+            self._last = dict(newest)
 
     def latest(self, count: int = 50) -> list[Pull]:
         """Newest first."""
-        return list(reversed(self._pulls))[:count]
+        entries = list(self._pulls)[-count:]
+        return [
+            Pull(at, name, str(reference), digest, media_type, stale, client[:USER_AGENT_CHARS])
+            for at, name, reference, digest, media_type, stale, client in reversed(entries)
+        ]
 
     def last_pulled(self, key: str) -> float | None:
         """When this process last answered a pull of an image (`name`) or of one of its
@@ -64,15 +79,16 @@ class RecentPulls:
         if type(action) is not GetManifest:
             return
         route = request.get(ROUTE)
-        self.record(
-            Pull(
-                at=time.time(),
+        headers = response.headers
+        self._remember(
+            (
+                time.time(),
                 # One name per image, however the client addressed it.
-                name=route.storage_name if isinstance(route, Route) else action.namespace.value,
-                reference=str(action.reference),
-                digest=response.headers.get("Docker-Content-Digest", ""),
-                media_type=response.headers.get("Content-Type", ""),
-                stale="Warning" in response.headers,
-                client=request.headers.get("User-Agent", "")[:USER_AGENT_CHARS],
+                route.storage_name if isinstance(route, Route) else action.namespace.value,
+                action.reference,
+                headers.get("Docker-Content-Digest", ""),
+                headers.get("Content-Type", ""),
+                "Warning" in headers,
+                request.headers.get("User-Agent", ""),
             )
         )

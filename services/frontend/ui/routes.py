@@ -46,11 +46,19 @@ async def asset(request: web.Request) -> web.StreamResponse:
     return request.app[UI].assets.response(request, action.path)
 
 
+async def _deleted(request: web.Request, response: web.StreamResponse) -> None:
+    """A delete went through (the registry's DELETE, from the UI or any client): the
+    listings take a new snapshot of storage soon."""
+    if request.method == "DELETE" and response.status == 202 and UI in request.app:
+        request.app[UI].catalog.invalidate()
+
+
 def setup(app: web.Application, settings: Settings, **route_options: Any) -> None:
-    """Add the UI's routes, its response hook and its resources to the frontend app."""
+    """Add the UI's routes, its response hooks and its resources to the frontend app."""
     assets = Assets()
     pulls = RecentPulls()
     app.on_response_prepare.append(pulls.on_response_prepare)
+    app.on_response_prepare.append(_deleted)
 
     async def ui_context(app: web.Application) -> AsyncIterator[None]:
         runtime = app[RUNTIME]
