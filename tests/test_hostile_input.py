@@ -426,10 +426,12 @@ _ALG_HEX = r"(?:sha256/[0-9a-f]{64}|sha512/[0-9a-f]{128})"
 _TEMP = r"(?:~tmp~[0-9a-f]{32})?"
 BLOB_KEY_RE = re.compile(rf"^blobs/(sha256|sha512)/([0-9a-f]{{2}})/([0-9a-f]+){_TEMP}$")
 REPO_KEY_RE = re.compile(
-    rf"^repositories/(?P<name>.+?)/(?:_manifests/tags/(?P<tag>[^/]+)|"
-    rf"_manifests/revisions/{_ALG_HEX}|_layers/{_ALG_HEX}){_TEMP}$"
+    rf"^repositories/(?P<name>.+?)/(?:(?:_manifests|_pulls)/tags/(?P<tag>[^/]+)|"
+    rf"(?:_manifests|_pulls)/revisions/{_ALG_HEX}|_layers/{_ALG_HEX}){_TEMP}$"
 )
 STAGED_RE = re.compile(r"^_staging/(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})\.[0-9a-f]{32}$")
+# The cache lifecycle's own records (storage/keys.py).
+LIFECYCLE_RE = re.compile(rf"^_lifecycle/(?:usage|invalidation|lock|released/{_ALG_HEX}){_TEMP}$")
 
 
 def decoded_path(target: bytes) -> str:
@@ -704,7 +706,8 @@ class Harness:
                 self.check_key(key)
         if self.root.exists():
             top = {entry.name for entry in self.root.iterdir()}
-            assert top <= {"blobs", "repositories", "_staging"}, f"storage top level: {top}"
+            top_level = {"blobs", "repositories", "_staging", "_lifecycle"}
+            assert top <= top_level, f"storage top level: {top}"
 
     def check_key(self, key: str) -> None:
         if key.startswith("blobs/"):
@@ -724,7 +727,7 @@ class Harness:
             tag = match["tag"]
             assert tag is None or TAG_RE.match(tag.split("~tmp~")[0]), f"stored tag {tag!r}"
         else:
-            assert STAGED_RE.match(key), f"unexpected key {key!r}"
+            assert STAGED_RE.match(key) or LIFECYCLE_RE.match(key), f"unexpected key {key!r}"
 
     def check_no_escape(self) -> None:
         for folder in (self.base, *self.base.parents):

@@ -3,6 +3,8 @@ services answer with values, and those become responses here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from ..common.errors import BackendUnavailable, NotFound
@@ -13,7 +15,9 @@ from .actions import ApiBase, Catalog, DeleteManifest, GetBlob, GetManifest, Lis
 from .lifecycle import LIFECYCLE
 from .listing import catalog, tags_list
 from .pullthrough.answers import SpooledBlob, StoredBlob, UpstreamBlobHead
+from .pullthrough.manifests import ManifestVanished
 from .responses import (
+    BlobVanished,
     blob_headers,
     etag_matches,
     not_modified,
@@ -55,6 +59,11 @@ async def manifest(
     # Docker and containers/image send one Accept header per media type: read them all.
     accept = ", ".join(request.headers.getall("Accept", ())) or None
     answer = await manifests.get(route, reference, accept)
+    if request.method == "GET" and not etag_matches(request, answer.digest):
+        try:
+            answer = replace(answer, data=await manifests.read_bytes(answer))
+        except ManifestVanished:  # deleted since its lookup (a prune): a miss on a new look
+            answer = await manifests.get(route, reference, accept)
     pulls = request.app[LIFECYCLE].pulls
     if pulls is not None:
         pulls.record(route.storage_name, reference)
@@ -103,7 +112,10 @@ async def blob(request: web.Request, route: Route, digest: Digest) -> web.Stream
         match answer:
             case StoredBlob():
                 served = served_bytes(request, answer) if not etag_matches(request, digest) else 0
-                response = await stored_blob_response(request, answer)
+                try:
+                    response = await stored_blob_response(request, answer)
+                except BlobVanished:
+                    continue  # deleted since the lookup: a miss on the next look
                 metrics.bytes_served.labels("cache").inc(served)
                 return response
             case UpstreamBlobHead(size=size):

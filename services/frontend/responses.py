@@ -36,6 +36,11 @@ def blob_headers(digest: Digest) -> dict[str, str]:
     }
 
 
+class BlobVanished(StorageUnavailable):
+    """The stored blob was deleted (a prune, a scrub) between its lookup and its opening:
+    the handler looks again, and finds it missing."""
+
+
 class _OpenFailed(Exception):
     """Not an OSError, so that `web.FileResponse.prepare` lets it through."""
 
@@ -125,6 +130,8 @@ async def stored_blob_response(request: web.Request, blob: StoredBlob) -> web.St
         try:
             await file_response.prepare(_as_decided(request, window))
         except _OpenFailed as failed:
+            if isinstance(failed.error, FileNotFoundError):
+                raise BlobVanished(f"the stored blob is gone: {failed.error}") from None
             raise StorageUnavailable(f"cannot open the stored blob: {failed.error}") from None
         except ConnectionError:
             pass  # the client went away during the transfer

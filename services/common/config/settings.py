@@ -275,12 +275,8 @@ class RetentionPolicy:
     rule that fails keeps it. No rules at all keeps everything (Angos's semantics)."""
 
     rules: tuple[Rule, ...] = ()
-
-    @property
-    def uses_pull_times(self) -> bool:
-        return any(
-            "last_pulled_at" in rule.text or "top_pulled" in rule.text for rule in self.rules
-        )
+    # A rule reads image.last_pulled_at or calls top_pulled() (needs update_pull_time).
+    uses_pull_times: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from . import owners
-from .objects import ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
+from .objects import ObjectInfo, ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
 from .staging import STAGING_PREFIX
 
 T = TypeVar("T")
@@ -195,6 +195,29 @@ class FsObjectStore(ObjectStore):
                     keys.append(str(Path(folder, name).relative_to(self.root)))
         return keys
 
+    async def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        base = self.path(prefix)
+        found = await asyncio.to_thread(self._walk_info, base)
+        for info in found:
+            yield info
+
+    def _walk_info(self, base: Path) -> builtins.list[ObjectInfo]:
+        found: builtins.list[ObjectInfo] = []
+        root = str(self.root) + os.sep
+        for folder, _dirs, files in os.walk(base):
+            for name in files:
+                if _is_temp(name):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # deleted while walking
+                # A rename (a staged blob committed) keeps mtime but sets ctime.
+                modified = max(st.st_mtime, st.st_ctime)
+                found.append(ObjectInfo(path.removeprefix(root), st.st_size, modified))
+        return found
+
     async def folders(self, prefix: str) -> builtins.list[str]:
         """The sorted names of the folders directly below `prefix` (none when missing), read
         on the walkers' threads."""
@@ -213,6 +236,15 @@ class FsObjectStore(ObjectStore):
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.path(key).unlink)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        paths = [self.path(key) for key in keys]
+        await asyncio.to_thread(self._unlink_all, paths)
+
+    def _unlink_all(self, paths: builtins.list[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         file = await asyncio.to_thread(open, self.path(key), "rb")

@@ -5,6 +5,8 @@
     repositories/<name>/_manifests/revisions/<alg>/<hex>   JSON ManifestRecord
     repositories/<name>/_layers/<alg>/<hex>                JSON {"size": n}: blob pulled via <name>
 
+(every key, and the lifecycle's records beside them, in keys.py)
+
 Ordering (crash safety): bytes before links. A link is written only after the content it
 points to has been verified and committed, so a link never points at missing or partial
 content. Names, tags and digests reaching this module are validated types.
@@ -21,8 +23,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from ..oci import Digest
+from ..oci import Digest, Tag
+from .keys import (
+    INVALIDATION_KEY,
+    USAGE_KEY,
+    KeyKind,
+    blob_key,
+    released_key,
+    repository_key,
+)
 from .objects import DigestMismatch, ObjectStore, ObjectWriter, StorageUnavailable
+from .records import Invalidation, PullTime, Released, StorageUsage, parse_record
 from .staging import parse_staged_key
 
 T = TypeVar("T")
@@ -65,10 +76,6 @@ _THREAD_HASH_MIN = 128 * 1024
 def _file_digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, algorithm).hexdigest()
-
-
-def blob_key(digest: Digest) -> str:
-    return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
 
 def _repo_key(name: str) -> str:
@@ -196,7 +203,7 @@ class RegistryStorage:
     # -- manifests and tags -----------------------------------------------------------------
 
     async def get_tag(self, name: str, tag: str) -> ManifestRecord | None:
-        data = await self._lookup(self.objects.get(f"{_repo_key(name)}/_manifests/tags/{tag}"))
+        data = await self._lookup(self.objects.get(repository_key(KeyKind.TAG, name, Tag(tag))))
         return ManifestRecord.from_json(data) if data is not None else None
 
     async def put_tag(self, name: str, tag: str, record: ManifestRecord) -> bool:
@@ -207,26 +214,74 @@ class RegistryStorage:
             return False
         if record.updated_at == 0.0:
             record = replace(record, updated_at=time.time())
-        await self.objects.put(f"{_repo_key(name)}/_manifests/tags/{tag}", record.to_json())
+        await self.objects.put(repository_key(KeyKind.TAG, name, Tag(tag)), record.to_json())
         return True
 
     async def get_revision(self, name: str, digest: Digest) -> ManifestRecord | None:
-        key = f"{_repo_key(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+        key = repository_key(KeyKind.REVISION, name, digest)
         data = await self._lookup(self.objects.get(key))
         return ManifestRecord.from_json(data) if data is not None else None
 
     async def put_revision(self, name: str, record: ManifestRecord) -> None:
-        digest = Digest.parse(record.digest)
-        key = f"{_repo_key(name)}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+        key = repository_key(KeyKind.REVISION, name, Digest.parse(record.digest))
         await self.objects.put(key, record.to_json())
 
     async def has_layer_link(self, name: str, digest: Digest) -> bool:
-        key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
+        key = repository_key(KeyKind.LAYER, name, digest)
         return await self._lookup(self.objects.stat(key)) is not None
 
     async def put_layer_link(self, name: str, digest: Digest, size: int) -> None:
-        key = f"{_repo_key(name)}/_layers/{digest.algorithm}/{digest.hex}"
+        key = repository_key(KeyKind.LAYER, name, digest)
         await self.objects.put(key, json.dumps({"size": size}).encode())
+
+    # -- the lifecycle: deletes, pull times, release marks, usage, invalidation -----------
+    # Order (crash safety) is the caller's: a link before its content, a manifest before
+    # its blobs, and frontends told to forget (invalidation) before anything goes.
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        """Delete these keys (all of one step: the order within is not kept)."""
+        if keys:
+            await self.objects.delete_many(keys)
+
+    async def delete_tag(self, name: str, tag: str) -> None:
+        """The tag, then its pull time."""
+        await self.objects.delete(repository_key(KeyKind.TAG, name, Tag(tag)))
+        await self.objects.delete(repository_key(KeyKind.TAG_PULL, name, Tag(tag)))
+
+    async def delete_revision(self, name: str, digest: Digest) -> None:
+        """The manifest's record under `name`, then its pull time (its bytes go with GC)."""
+        await self.objects.delete(repository_key(KeyKind.REVISION, name, digest))
+        await self.objects.delete(repository_key(KeyKind.REVISION_PULL, name, digest))
+
+    async def put_pull_time(self, name: str, reference: Tag | Digest, when: float) -> None:
+        kind = KeyKind.TAG_PULL if isinstance(reference, Tag) else KeyKind.REVISION_PULL
+        await self.objects.put(repository_key(kind, name, reference), PullTime(when).to_json())
+
+    async def get_pull_time(self, name: str, reference: Tag | Digest) -> float | None:
+        kind = KeyKind.TAG_PULL if isinstance(reference, Tag) else KeyKind.REVISION_PULL
+        record = parse_record(PullTime, await self.objects.get(repository_key(kind, name, reference)))
+        return record.pulled_at if record is not None else None
+
+    async def mark_released(self, digest: Digest, reason: str, when: float) -> None:
+        """No manifest needs the blob since `when`: GC may delete it once the grace passed."""
+        await self.objects.put(released_key(digest), Released(when, reason).to_json())
+
+    async def get_released(self, digest: Digest) -> Released | None:
+        return parse_record(Released, await self.objects.get(released_key(digest)))
+
+    async def get_usage(self) -> StorageUsage | None:
+        """Bytes and objects of committed content as a cacher last measured them (None
+        before the first measurement); one small read, for status pages."""
+        return parse_record(StorageUsage, await self._lookup(self.objects.get(USAGE_KEY)))
+
+    async def put_usage(self, usage: StorageUsage) -> None:
+        await self.objects.put(USAGE_KEY, usage.to_json())
+
+    async def get_invalidation(self) -> Invalidation | None:
+        return parse_record(Invalidation, await self.objects.get(INVALIDATION_KEY))
+
+    async def put_invalidation(self, invalidation: Invalidation) -> None:
+        await self.objects.put(INVALIDATION_KEY, invalidation.to_json())
 
     async def list_tags(self, name: str) -> list[str]:
         prefix = f"{_repo_key(name)}/_manifests/tags/"

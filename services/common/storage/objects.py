@@ -8,7 +8,7 @@ sees a partial object.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,15 @@ class StorageUnavailable(Exception):
 @dataclass(frozen=True, slots=True)
 class ObjectStat:
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """A committed key as a listing sees it: its size and when it was last written."""
+
+    key: str
+    size: int
+    modified: float  # unix time of the last write (fs: the later of mtime and ctime)
 
 
 class ObjectWriter(abc.ABC):
@@ -74,7 +83,17 @@ class ObjectStore(abc.ABC):
         """Every committed key under `prefix` (which ends with '/'), in no order."""
 
     @abc.abstractmethod
+    def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Like `list`, with each key's size and modification time (for the lifecycle)."""
+
+    @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete several keys; all are gone when it returns, in no particular order (a
+        backend may batch them). Callers that need an order make one call per step."""
+        for key in keys:
+            await self.delete(key)
 
     @abc.abstractmethod
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

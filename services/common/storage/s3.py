@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import S3StorageSettings
-from .objects import ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
+from .objects import ObjectInfo, ObjectStat, ObjectStore, ObjectWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 # S3's CopyObject copies at most 5 GB in one request.
 MAX_SINGLE_COPY_BYTES = 5 * 1000**3
+# S3's DeleteObjects takes at most 1000 keys.
+MAX_DELETE_BATCH = 1000
 
 
 def _error_code(error: ClientError) -> str:
@@ -295,7 +297,8 @@ class S3ObjectStore(ObjectStore):
     async def writer(self, key: str) -> S3ObjectWriter:
         return S3ObjectWriter(self, self.object_key(key), self.settings.multipart_part_size)
 
-    async def list(self, prefix: str) -> AsyncIterator[str]:
+    async def _listing(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """The ListObjectsV2 entries under `prefix`, page by page."""
         name = self.object_key(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
@@ -304,7 +307,19 @@ class S3ObjectStore(ObjectStore):
         with _unavailable_on_failure("ListObjectsV2", name):
             async for page in pages:
                 for item in page.get("Contents", ()):
-                    yield self._store_key(str(item["Key"]))
+                    yield item
+
+    async def list(self, prefix: str) -> AsyncIterator[str]:
+        async for item in self._listing(prefix):
+            yield self._store_key(str(item["Key"]))
+
+    async def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for item in self._listing(prefix):
+            yield ObjectInfo(
+                self._store_key(str(item["Key"])),
+                int(item["Size"]),
+                item["LastModified"].timestamp(),
+            )
 
     async def promote(self, source: str, destination: str) -> None:
         """A server-side copy (no bytes through this process), then the source removed."""
@@ -327,6 +342,24 @@ class S3ObjectStore(ObjectStore):
         name = self.object_key(key)
         with _unavailable_on_failure("DeleteObject", name):
             await self.client.delete_object(Bucket=self.bucket, Key=name)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, up to S3's 1000 keys per request."""
+        names = [self.object_key(key) for key in keys]
+        for start in range(0, len(names), MAX_DELETE_BATCH):
+            batch = names[start : start + MAX_DELETE_BATCH]
+            with _unavailable_on_failure("DeleteObjects", batch[0]):
+                answer = await self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": name} for name in batch], "Quiet": True},
+                )
+            failed = answer.get("Errors", ())
+            if failed:
+                first = failed[0]
+                raise StorageUnavailable(
+                    f"S3 DeleteObjects failed for {len(failed)} keys, "
+                    f"e.g. {first.get('Key')!r}: {first.get('Code')}"
+                )
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         if end is not None and end <= start:

@@ -42,6 +42,10 @@ from .negotiate import Negotiated, default_platform_child, negotiate, not_accept
 log = logging.getLogger(__name__)
 
 
+class ManifestVanished(BackendUnavailable):
+    """The stored manifest was deleted (a prune) between its lookup and its read."""
+
+
 class Source(Enum):
     MEMORY = auto()  # bytes in this frontend's memory
     STORED = auto()  # a record in storage
@@ -349,10 +353,12 @@ class ManifestService:
             return answer.data
         try:
             data = await self.storage.read_blob(Digest.parse(answer.digest))
-        except StorageUnavailable:
-            data = None
+        except StorageUnavailable as error:
+            raise BackendUnavailable(
+                "cached manifest content disappeared; retry the request"
+            ) from error
         if data is None:
-            raise BackendUnavailable("cached manifest content disappeared; retry the request")
+            raise ManifestVanished("cached manifest content disappeared; retry the request")
         return data
 
     # -- fetching -------------------------------------------------------------------------

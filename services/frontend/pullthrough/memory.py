@@ -8,10 +8,16 @@
 Losing an entry costs one storage read or one upstream request. Everything here is a cache
 of storage or of an upstream answer, so `forget_all` (after prune or scrub removed content)
 is always safe.
+
+Nothing here answers for deleted content (common/storage/invalidation.py): with a watcher
+(`require_lease`), memory answers only while the watcher read the invalidation token
+recently (`confirm`), and neither answers nor remembers while content is being deleted
+(`suspend`). Lookups then miss and the services read storage instead.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ...common.lru import LruCache
@@ -33,6 +39,24 @@ class PullMemory:
     def __init__(self, metrics: Metrics, max_bytes: int = DEFAULT_MAX_BYTES):
         self._metrics = metrics
         self._cache: LruCache[object] = LruCache(max_bytes, on_evict=metrics.memory_evictions.inc)
+        self._valid_until: float | None = None  # monotonic; None: no watcher, always valid
+        self._suspended_until = 0.0
+
+    def _usable(self) -> bool:
+        now = time.monotonic()
+        if now < self._suspended_until:
+            return False
+        return self._valid_until is None or now < self._valid_until
+
+    def _get(self, key: tuple[str, str, str]) -> object | None:
+        return self._cache.get(key) if self._usable() else None
+
+    def _put(
+        self, key: tuple[str, str, str], value: object, weight: int = 0, ttl: float | None = None
+    ) -> None:
+        if self._usable():
+            self._cache.put(key, value, weight=weight, ttl=ttl)
+            self._observe()
 
     def _observe(self) -> None:
         self._metrics.memory_entries.set(len(self._cache))
@@ -41,35 +65,45 @@ class PullMemory:
     # -- manifests ------------------------------------------------------------------------
 
     def manifest(self, name: str, digest: str) -> FetchedManifest | None:
-        value = self._cache.get(("manifest", name, digest))
+        value = self._get(("manifest", name, digest))
         return value if isinstance(value, FetchedManifest) else None
 
     def keep_manifest(self, name: str, digest: str, manifest: FetchedManifest) -> None:
-        self._cache.put(("manifest", name, digest), manifest, weight=len(manifest.data))
-        self._observe()
+        self._put(("manifest", name, digest), manifest, weight=len(manifest.data))
 
     # -- tags -----------------------------------------------------------------------------
 
     def tag(self, name: str, tag: str) -> TagMemory | None:
-        value = self._cache.get(("tag", name, tag))
+        value = self._get(("tag", name, tag))
         return value if isinstance(value, TagMemory) else None
 
     def keep_tag(self, name: str, tag: str, memory: TagMemory) -> None:
-        ttl = None if memory.stored else IN_TRANSIT_SECS
-        self._cache.put(("tag", name, tag), memory, ttl=ttl)
-        self._observe()
+        self._put(("tag", name, tag), memory, ttl=None if memory.stored else IN_TRANSIT_SECS)
 
     # -- layer links ----------------------------------------------------------------------
 
     def layer_linked(self, name: str, digest: str) -> bool:
-        return self._cache.get(("layer", name, digest)) is not None
+        return self._get(("layer", name, digest)) is not None
 
     def keep_layer_link(self, name: str, digest: str) -> None:
-        self._cache.put(("layer", name, digest), True)
-        self._observe()
+        self._put(("layer", name, digest), True)
 
     # -- invalidation ---------------------------------------------------------------------
 
     def forget_all(self) -> None:
         self._cache.clear()
         self._observe()
+
+    def require_lease(self) -> None:
+        """From now on, answer only within the lease a watcher confirms."""
+        if self._valid_until is None:
+            self._valid_until = 0.0
+
+    def confirm(self, valid_until: float) -> None:
+        """The watcher read the token at a time that makes memory valid until then."""
+        self._valid_until = valid_until
+
+    def suspend(self, secs: float) -> None:
+        """Content is being deleted: forget, and neither answer nor remember for `secs`."""
+        self._suspended_until = max(self._suspended_until, time.monotonic() + secs)
+        self.forget_all()

@@ -225,6 +225,10 @@ class Fanout:
         spool = self._spools.get(str(digest))
         if spool is not None and spool.state is SpoolState.FAILED:
             return None
+        if spool is not None and spool.state is SpoolState.HANDED_OVER and not spool.path.exists():
+            # The cacher committed it (storage answers now), or it was deleted since: a
+            # spool whose file is gone must not answer for it.
+            return None
         return spool
 
     def _start(
@@ -258,6 +262,15 @@ class Fanout:
                 and spool.state is not SpoolState.HANDING_OVER
                 and (spool.state is SpoolState.FAILED or now - spool.finished_at > GRACE_SECS)
             ):
+                del self._spools[key]
+                spool.discard()
+
+    def forget_finished(self) -> None:
+        """Content is being deleted (invalidation): finished spools stop answering late
+        arrivals, which then read storage or download again. A reader already sending keeps
+        its open file."""
+        for key, spool in list(self._spools.items()):
+            if spool.done and spool.state is not SpoolState.HANDING_OVER:
                 del self._spools[key]
                 spool.discard()
 
