@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
+import socket
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import requests
 import tomli_w
+from aiohttp import web
 
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
 from tests.fixtures.plugin import PushedImageCache
 from tests.fixtures.ports import poll_until
+from tests.fixtures.threaded_server import ThreadedServer
+from tests.fixtures.tls import TestPki
 
 REPO = "docker-io"
 
@@ -129,3 +137,90 @@ def test_json_logs_carry_the_same_fields_as_the_text_lines(
     assert access[0]["identity"] == "anonymous" and access[0]["access"] == "allow"
     fetches = [e for e in events if e["message"].startswith("upstream fetch")]
     assert fetches and fetches[0]["repository"] == REPO and fetches[0]["method"] == "GET"
+
+
+# -- causes, not "error" ---------------------------------------------------------------------
+
+
+def _faulty_upstream_app() -> web.Application:
+    """Answers by the first name segment: `stall` never answers in time, `limit` is 429,
+    `fail` is 503 with an OCI error body, `corrupt` sends bytes that are not the digest."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        mode = request.path.split("/")[2] if request.path.count("/") > 2 else ""
+        if request.path in ("/v2", "/v2/"):
+            return web.json_response({})
+        if mode == "stall":
+            await asyncio.sleep(10)
+        if mode == "limit":
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        if mode == "fail":
+            return web.json_response(
+                {"errors": [{"code": "UNAVAILABLE", "message": "maintenance"}]}, status=503
+            )
+        return web.Response(
+            body=b'{"schemaVersion": 2, "corrupt": true}',
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.fixture
+def faulty_upstreams(test_pki: TestPki) -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
+    plain = ThreadedServer(_faulty_upstream_app, name="faulty").start()
+    untrusted = TestPki(test_pki.folder / "untrusted", name="untrusted-ca").server("untrusted")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(untrusted.cert, untrusted.key)
+    tls = ThreadedServer(_faulty_upstream_app, name="faulty-tls", ssl_context=context).start()
+    try:
+        yield plain, tls
+    finally:
+        plain.stop()
+        tls.stop()
+
+
+def test_each_upstream_failure_is_logged_and_counted_with_its_cause(
+    mirror_factory: MirrorFactory, faulty_upstreams: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    plain, tls = faulty_upstreams
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    repositories = {
+        "dns": {"upstream": [{"url": "https://registry.no-such-host.invalid"}]},
+        "refused": {"upstream": [{"url": f"http://127.0.0.1:{refusing.getsockname()[1]}"}]},
+        "faulty": {"upstream": [{"url": plain.url, "read_timeout_secs": 1}]},
+        "tls": {"upstream": [{"url": tls.url}]},
+    }
+    with refusing:
+        mirror = mirror_factory(repositories, global_={"upstream_failure_threshold": 100})
+        digest = "sha256:" + "0" * 64
+        cases = [
+            ("dns/a/b/manifests/1", "dns", 503),
+            ("refused/a/b/manifests/1", "connect_refused", 503),
+            ("faulty/stall/x/manifests/1", "read_timeout", 503),
+            ("tls/a/b/manifests/1", "tls", 503),
+            ("faulty/fail/x/manifests/1", "http_503", 503),
+            (f"faulty/corrupt/x/manifests/{digest}", "digest_mismatch", 503),
+            # Last: a 429 holds every request to that upstream back for its Retry-After.
+            ("faulty/limit/x/manifests/1", "rate_limited", 429),
+        ]
+        for path, cause, status in cases:
+            answer = mirror.get(f"/v2/{path}")
+            assert answer.status_code == status, (path, answer.text)
+            mirror.wait_for_log(f"cause={cause}")
+            line = next(
+                entry
+                for entry in mirror.log().splitlines()
+                if "pull failed" in entry and f"/v2/{path}" in entry
+            )
+            assert f"cause={cause}" in line and f"answered={status}" in line, line
+        metrics = mirror.get("/metrics").text
+    for _path, cause, _status in cases:
+        assert re.search(
+            rf'registry_upstream_failures_total{{cause="{cause}",upstream="[^"]+"}} [1-9]', metrics
+        ), cause
+    assert "code=" not in metrics
+    assert "UNAVAILABLE" in mirror.log()  # the upstream's own error code is in the failure's line

@@ -28,6 +28,7 @@ from ..common.queue import QueueUnavailable
 from ..common.storage.objects import StorageUnavailable
 from ..common.upstream import (
     ManifestTooLarge,
+    UpstreamBusy,
     UpstreamCorrupt,
     UpstreamDenied,
     UpstreamError,
@@ -60,6 +61,13 @@ def _rate_limited(failure: UpstreamFailure) -> RegistryError:
     return TooManyRequests("upstream rate limit reached", headers=headers)
 
 
+def _busy(failure: UpstreamFailure) -> RegistryError:
+    assert isinstance(failure.cause, UpstreamRateLimited)
+    error = _rate_limited(failure)
+    error.message = "this registry's download limit for that upstream is reached; retry later"
+    return error
+
+
 def _denied(failure: UpstreamFailure) -> RegistryError:
     return Denied(
         "the upstream refused access (the repository may not exist or needs credentials)",
@@ -86,6 +94,7 @@ UPSTREAM_FAILURES: tuple[
 ] = (
     (UpstreamNotFound, _not_found),
     (ManifestTooLarge, _too_large),
+    (UpstreamBusy, _busy),
     (UpstreamRateLimited, _rate_limited),
     (UpstreamDenied, _denied),
     (UpstreamCorrupt, _corrupt),
@@ -118,7 +127,18 @@ def to_registry_error(request: web.Request, error: Exception) -> RegistryError:
     if isinstance(error, RegistryError):
         return error
     if isinstance(error, UpstreamFailure):
-        return from_upstream_failure(error)
+        answer = from_upstream_failure(error)
+        # The line that says what a failed pull was answered, with the upstream's cause.
+        log.warning(
+            "pull failed method=%s path=%s upstream=%s cause=%s answered=%d %s",
+            request.method,
+            request.path[:300],
+            error.cause.upstream,
+            error.cause.cause,
+            answer.status,
+            answer.code,
+        )
+        return answer
     if isinstance(error, StorageUnavailable | QueueUnavailable):
         log.warning(
             "backend unavailable method=%s path=%s: %s", request.method, request.path, error

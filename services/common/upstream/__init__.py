@@ -4,6 +4,7 @@
 from .client import BlobDownload, FetchedManifest, ManifestHead, UpstreamClient, accept_header
 from .errors import (
     ManifestTooLarge,
+    UpstreamBusy,
     UpstreamCorrupt,
     UpstreamDenied,
     UpstreamError,
@@ -17,6 +18,7 @@ __all__ = [
     "FetchedManifest",
     "ManifestHead",
     "ManifestTooLarge",
+    "UpstreamBusy",
     "UpstreamClient",
     "UpstreamCorrupt",
     "UpstreamDenied",

@@ -51,6 +51,7 @@ from .errors import (
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamUnavailable,
+    cause_of,
 )
 from .health import Refused, UpstreamHealth
 from .slots import DownloadSlots
@@ -87,6 +88,19 @@ class FetchedManifest:
     link: str | None = None  # the Link header of a paged answer (tags/list)
 
 
+async def _error_code(response: aiohttp.ClientResponse) -> str | None:
+    """`errors[0].code` of an OCI error body (read up to 4 KiB), or None."""
+    if response.method == "HEAD" or "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        body = await response.content.read(4096)
+        errors = json.loads(body).get("errors")
+        code = errors[0].get("code") if isinstance(errors, list) and errors else None
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        return None
+    return code[:40] if isinstance(code, str) and code.isascii() else None
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -111,7 +125,7 @@ def refused_error(host: str, refused: Refused) -> UpstreamError:
     """A request the upstream's health refused, as the error a caller handles."""
     if refused.rate_limited:
         return UpstreamRateLimited(host, str(refused), refused.retry_after)
-    return UpstreamUnavailable(host, str(refused))
+    return UpstreamUnavailable(host, str(refused), cause="breaker_open")
 
 
 class BlobDownload:
@@ -144,14 +158,24 @@ class BlobDownload:
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as error:
             self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
-            raise UpstreamDown(
-                self._upstream.host, f"blob download interrupted: {error!r}"
-            ) from error
+            down = UpstreamDown(
+                self._upstream.host,
+                f"blob download interrupted: {error!r}",
+                cause=cause_of(error),
+            )
+            self._upstream.note_failure(down, "GET", self._name, self._digest)
+            raise down from error
         if self.size is not None and self.bytes_read != self.size:
             raise UpstreamUnavailable(
                 self._upstream.host,
                 f"blob download ended after {self.bytes_read} of {self.size} bytes",
             )
+
+    def failed(self, cause: str, message: str) -> None:
+        """The download's bytes were refused (a digest mismatch, a size limit): counted
+        with the upstream's failures."""
+        error = UpstreamUnavailable(self._upstream.host, message, cause=cause)
+        self._upstream.note_failure(error, "GET", self._name, self._digest)
 
     async def __aenter__(self) -> Self:
         return self
@@ -334,14 +358,20 @@ class UpstreamClient:
                         _retry_after(response.headers.get("Retry-After")),
                     )
                 if response.status >= 500:
-                    raise UpstreamDown(self.host, f"token endpoint answered {response.status}")
+                    raise UpstreamDown(
+                        self.host,
+                        f"token endpoint answered {response.status}",
+                        cause=f"http_{response.status}",
+                    )
                 if response.status != 200:
                     raise UpstreamUnavailable(
                         self.host, f"token endpoint answered {response.status}"
                     )
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise UpstreamDown(self.host, f"token request failed: {error!r}") from error
+            raise UpstreamDown(
+                self.host, f"token request failed: {error!r}", cause=cause_of(error)
+            ) from error
         except ValueError as error:
             raise UpstreamUnavailable(self.host, f"token endpoint sent no JSON: {error}") from error
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
@@ -493,7 +523,9 @@ class UpstreamClient:
                         ssl=self._ssl_for(url),
                     )
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                raise UpstreamDown(self.host, f"{method} failed: {error!r}") from error
+                raise UpstreamDown(
+                    self.host, f"{method} failed: {error!r}", cause=cause_of(error)
+                ) from error
             self._track_rate_limit(response)
             location = response.headers.get("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
@@ -513,22 +545,42 @@ class UpstreamClient:
             if count.isdigit():
                 self.metrics.ratelimit_remaining.labels(self.host).set(int(count))
 
-    def _raise_for_status(self, response: aiohttp.ClientResponse, what: str) -> None:
+    async def _check_status(self, response: aiohttp.ClientResponse, what: str) -> None:
+        """Raise the error a non-2xx answer means, with its cause class (`http_<status>`)
+        and, where the answer has an OCI error body, the upstream's error code."""
         status = response.status
+        if status < 300:
+            return
+        code = await _error_code(response)
+        said = f"{what}: upstream answered {status}{f' {code}' if code else ''}"
         if status == 404:
             raise UpstreamNotFound(self.host, f"{what}: not found")
         if status == 429:
             raise UpstreamRateLimited(
-                self.host,
-                f"{what}: rate limited",
-                _retry_after(response.headers.get("Retry-After")),
+                self.host, said, _retry_after(response.headers.get("Retry-After"))
             )
         if status in (401, 403):
-            raise UpstreamDenied(self.host, f"{what}: access denied ({status})")
+            raise UpstreamDenied(self.host, f"{said} (access denied)", cause=f"http_{status}")
         if status >= 500:
-            raise UpstreamDown(self.host, f"{what}: upstream answered {status}")
-        if status >= 300:
-            raise UpstreamUnavailable(self.host, f"{what}: upstream answered {status}")
+            raise UpstreamDown(self.host, said, cause=f"http_{status}")
+        raise UpstreamUnavailable(self.host, said, cause=f"http_{status}")
+
+    def note_failure(self, error: UpstreamError, method: str, name: str, reference: str) -> None:
+        """Every failure of a request to this upstream: its cause in the log and metric."""
+        if isinstance(error, UpstreamNotFound):
+            return
+        self.metrics.upstream_failures.labels(self.host, error.cause).inc()
+        log.warning(
+            "upstream failure repository=%s upstream=%s cause=%s method=%s name=%s "
+            "reference=%s detail=%s",
+            self.repository,
+            self.host,
+            error.cause,
+            method,
+            name,
+            reference,
+            error.message[:300],
+        )
 
     async def head_manifest(self, name: str, reference: str, accept: str) -> ManifestHead:
         started = time.monotonic()
@@ -539,13 +591,16 @@ class UpstreamClient:
             )
             status = response.status
             response.release()
-            self._raise_for_status(response, f"HEAD manifest {name}:{reference}")
+            await self._check_status(response, f"HEAD manifest {name}:{reference}")
             length = response.headers.get("Content-Length")
             return ManifestHead(
                 digest=response.headers.get("Docker-Content-Digest"),
                 media_type=_media_type(response.headers.get("Content-Type")),
                 size=int(length) if length and length.isdigit() else None,
             )
+        except UpstreamError as error:
+            self.note_failure(error, "HEAD", name, reference)
+            raise
         finally:
             self.log_fetch("HEAD", name, reference, status, 0, started)
 
@@ -584,7 +639,7 @@ class UpstreamClient:
             response = await self._request("GET", name, path, {"Accept": accept})
             try:
                 status = response.status
-                self._raise_for_status(response, f"GET {name} {reference}")
+                await self._check_status(response, f"GET {name} {reference}")
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > max_size:
                     raise ManifestTooLarge(
@@ -608,9 +663,14 @@ class UpstreamClient:
                 )
             except (aiohttp.ClientError, TimeoutError) as error:
                 self.health.failed(False, f"manifest read failed: {error!r}")
-                raise UpstreamDown(self.host, f"manifest read failed: {error!r}") from error
+                raise UpstreamDown(
+                    self.host, f"manifest read failed: {error!r}", cause=cause_of(error)
+                ) from error
             finally:
                 response.release()
+        except UpstreamError as error:
+            self.note_failure(error, "GET", name, reference)
+            raise
         finally:
             self.log_fetch("GET", name, reference, status, size, started)
 
@@ -621,9 +681,12 @@ class UpstreamClient:
             response = await self._request("HEAD", name, f"blobs/{digest}", {})
             status = response.status
             response.release()
-            self._raise_for_status(response, f"HEAD blob {name}@{digest}")
+            await self._check_status(response, f"HEAD blob {name}@{digest}")
             length = response.headers.get("Content-Length")
             return int(length) if length and length.isdigit() else None
+        except UpstreamError as error:
+            self.note_failure(error, "HEAD", name, digest)
+            raise
         finally:
             self.log_fetch("HEAD", name, digest, status, 0, started)
 
@@ -632,13 +695,16 @@ class UpstreamClient:
         await self.slots.acquire()
         try:
             response = await self._request("GET", name, f"blobs/{digest}", {}, bulk=True)
-        except BaseException:
+        except BaseException as error:
             self.slots.release()
+            if isinstance(error, UpstreamError):
+                self.note_failure(error, "GET", name, digest)
             self.log_fetch("GET", name, digest, "error", 0, started)
             raise
         try:
-            self._raise_for_status(response, f"GET blob {name}@{digest}")
-        except UpstreamError:
+            await self._check_status(response, f"GET blob {name}@{digest}")
+        except UpstreamError as error:
+            self.note_failure(error, "GET", name, digest)
             response.release()
             self.slots.release()
             self.log_fetch("GET", name, digest, response.status, 0, started)

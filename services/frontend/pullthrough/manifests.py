@@ -379,10 +379,13 @@ class ManifestService:
         is not remembered for the tag, so the next pull asks the upstream again."""
 
         async def fetch(client: UpstreamClient) -> tuple[FetchedManifest, Digest]:
-            fetched = await client.get_manifest(
-                route.upstream_name(client.settings), reference, accept, self.max_manifest_size
-            )
-            return fetched, verified_digest(fetched, expected, client.host)
+            name = route.upstream_name(client.settings)
+            fetched = await client.get_manifest(name, reference, accept, self.max_manifest_size)
+            try:
+                return fetched, verified_digest(fetched, expected, client.host)
+            except UpstreamCorrupt as error:
+                client.note_failure(error, "GET", name, reference)
+                raise
 
         async def fetch_and_keep() -> tuple[FetchedManifest, Digest]:
             fetched, digest = await first_answer(self._clients(route), fetch)

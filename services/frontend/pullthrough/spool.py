@@ -52,7 +52,9 @@ class SpoolState(StrEnum):
 
 
 class SpoolFailed(Exception):
-    pass
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause
 
 
 def _absorb(hasher: Any, file: BinaryIO, chunk: bytes) -> int:
@@ -124,7 +126,9 @@ class Spool:
                 async for chunk in download.chunks(SPOOL_CHUNK_SIZE):
                     received += len(chunk)
                     if max_size is not None and received > max_size:
-                        raise SpoolFailed(f"blob exceeds max_blob_size ({max_size} bytes)")
+                        raise SpoolFailed(
+                            f"blob exceeds max_blob_size ({max_size} bytes)", "size_limit"
+                        )
                     if absorbing is not None:
                         self._advance(await absorbing)
                     absorbing = loop.run_in_executor(None, _absorb, hasher, file, chunk)
@@ -135,12 +139,15 @@ class Spool:
             if actual != str(self.digest):
                 raise SpoolFailed(
                     f"upstream blob digest mismatch: expected {self.digest}, got {actual} "
-                    f"after {self.written} bytes"
+                    f"after {self.written} bytes",
+                    "digest_mismatch",
                 )
             self.size = self.written
             self.state = SpoolState.VERIFIED
         except (UpstreamError, SpoolFailed, OSError) as error:
             self.state = SpoolState.FAILED
+            if isinstance(error, SpoolFailed):
+                download.failed(error.cause, str(error))
             log.error("blob download failed digest=%s: %s; nothing cached", self.digest, error)
         finally:
             if absorbing is not None:
@@ -182,6 +189,11 @@ class Fanout:
     @property
     def downloading(self) -> int:
         return sum(1 for spool in self._spools.values() if not spool.done)
+
+    @property
+    def busy(self) -> int:
+        """Downloads being opened or running, their hand-over to the cacher included."""
+        return len(self._starting) + len(self._tasks)
 
     async def spool_for(
         self,
