@@ -224,3 +224,111 @@ def test_each_upstream_failure_is_logged_and_counted_with_its_cause(
         ), cause
     assert "code=" not in metrics
     assert "UNAVAILABLE" in mirror.log()  # the upstream's own error code is in the failure's line
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """A small OTLP/HTTP collector: keeps every span it is sent (protobuf bodies)."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.server = ThreadedServer(self._app, name="otlp").start()
+
+    def _app(self) -> web.Application:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        async def traces(request: web.Request) -> web.Response:
+            export = ExportTraceServiceRequest()
+            export.ParseFromString(await request.read())
+            for resource in export.resource_spans:
+                service = next(
+                    (a.value.string_value for a in resource.resource.attributes if a.key == "service.name"),
+                    "",
+                )  # fmt: skip
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        attributes = {a.key: a.value for a in span.attributes}
+                        self.spans.append(
+                            {
+                                "service": service,
+                                "name": span.name,
+                                "trace": span.trace_id.hex(),
+                                "parent": span.parent_span_id.hex(),
+                                "id": span.span_id.hex(),
+                                "attributes": {
+                                    k: (v.string_value or v.int_value)
+                                    for k, v in attributes.items()
+                                },
+                            }
+                        )
+            return web.Response(body=b"", content_type="application/x-protobuf")
+
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/traces", traces)
+        return app
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.server.stop()
+
+
+def test_a_cold_pull_in_split_mode_is_one_trace_across_frontend_and_cacher(
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    redis_server: Any,
+    otlp_receiver: OtlpReceiver,
+    tmp_path: Any,
+) -> None:
+    image = pushed_images.get(upstream, "small", name="traced/app", tag="1.0")
+    tracing = {
+        "observability": {"tracing": {"endpoint": otlp_receiver.server.url, "sampling_rate": 1.0}}
+    }
+    repositories = {REPO: {"upstream": [upstream_entry(upstream)]}}
+    shared = tmp_path / "shared"
+    frontend = mirror_factory(
+        repositories, command="frontend", redis_url=redis_server.url, root=shared, extra=tracing
+    )
+    cacher = mirror_factory(
+        repositories, command="cacher", redis_url=redis_server.url, root=shared, extra=tracing
+    )
+    path = f"/v2/{REPO}/traced/app/manifests/1.0"
+    assert frontend.get(path).content == image.manifest_bytes
+    frontend.wait_for_tag(f"{REPO}/traced/app", "1.0")
+    assert frontend.get(path).status_code == 200  # warm
+
+    def spans_of(service: str) -> list[dict[str, Any]]:
+        return [s for s in otlp_receiver.spans if s["service"] == service]
+
+    poll_until(
+        lambda: spans_of("simple-registry-cacher") and len([s for s in spans_of("simple-registry-frontend") if s["name"].startswith("GET")]) >= 2,
+        30.0,
+        what="spans from the frontend and the cacher",
+    )  # fmt: skip
+    requests_ = [
+        s
+        for s in spans_of("simple-registry-frontend")
+        if s["attributes"].get("registry.action") == "get-manifest"
+    ]
+    cold = next(s for s in requests_ if s["attributes"].get("registry.cache") == "miss")
+    warm = next(
+        s for s in requests_ if s["attributes"].get("registry.cache") in ("revalidated", "hit")
+    )
+    assert cold["attributes"]["registry.repository"] == REPO
+    upstream_spans = [
+        s for s in spans_of("simple-registry-frontend") if s["name"].startswith("upstream ")
+    ]
+    assert any(s["trace"] == cold["trace"] for s in upstream_spans)
+    job = next(s for s in spans_of("simple-registry-cacher") if s["name"] == "cache job manifest")
+    assert job["trace"] == cold["trace"], "the cacher's work joins the pull's trace"
+    assert warm["trace"] != cold["trace"]
+    del cacher

@@ -15,6 +15,8 @@ import socket
 import time
 from collections.abc import Awaitable
 
+from ..common import tracing
+from ..common.config import RedisQueueSettings, default_of
 from ..common.queue import Delivery, JobQueue, QueueUnavailable
 from ..common.runtime import Runtime
 from ..common.upstream import UpstreamError
@@ -23,6 +25,7 @@ from .persist import JobDeferred, JobHandler, PermanentJobError
 log = logging.getLogger(__name__)
 
 DEFERRED_DELAY_SECS = 2.0
+RECONNECT_FIRST_DELAY_SECS = 0.5
 
 
 def consumer_name() -> str:
@@ -59,6 +62,17 @@ class Cacher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = runtime.metrics
         self.outcomes: dict[str, int] = {}
+        # Only Redis can be out of reach; the in-process queue never is.
+        self.reconnect_max_secs = (
+            settings.queue.reconnect_backoff_max_secs
+            if settings.queue is not None
+            else default_of(RedisQueueSettings, "reconnect_backoff_max_secs")
+        )
+
+    @property
+    def running(self) -> int:
+        """Jobs this cacher is running now."""
+        return len(self._tasks)
 
     async def run(self, stop: asyncio.Event, drain_secs: float = 30.0) -> None:
         log.info(
@@ -68,7 +82,7 @@ class Cacher:
             self.queue.kind,
         )
         sweep = asyncio.create_task(self._sweep_temp_files())
-        reconnect_delay = 0.5
+        reconnect_delay = RECONNECT_FIRST_DELAY_SECS
         while not stop.is_set():
             free = self.concurrency - len(self._tasks)
             if free <= 0:
@@ -81,9 +95,9 @@ class Cacher:
                     "cacher cannot reach the queue (%s); retrying in %.1fs", error, reconnect_delay
                 )
                 await _sleep_unless(stop, reconnect_delay)
-                reconnect_delay = min(reconnect_delay * 2, 30.0)
+                reconnect_delay = min(reconnect_delay * 2, self.reconnect_max_secs)
                 continue
-            reconnect_delay = 0.5
+            reconnect_delay = RECONNECT_FIRST_DELAY_SECS
             for delivery in deliveries:
                 task = asyncio.create_task(self._process(delivery))
                 self._tasks.add(task)
@@ -127,7 +141,13 @@ class Cacher:
             return
         started = time.monotonic()
         try:
-            outcome = await self.handler.handle(job)
+            with tracing.span(
+                f"cache job {job.kind}",
+                {"registry.job.kind": str(job.kind), "registry.job.attempt": job.attempt},
+                parent=job.traceparent,
+            ):
+                outcome = await self.handler.handle(job)
+                tracing.annotate("registry.job.outcome", outcome)
         except asyncio.CancelledError:
             raise
         except JobDeferred as deferred:

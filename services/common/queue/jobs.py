@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import msgpack
+
+from .. import tracing
 
 JOB_VERSION = 1
 # Blobs up to this size travel inside the job instead of being fetched again.
@@ -86,6 +89,9 @@ class CacheJob:
     # A tag's manifest: False when the upstream sent no digest header to check it against
     # (the tag is then re-checked on the next pull before immutability pins it).
     confirmed: bool = True
+    # The W3C traceparent of the request that made the job: the cacher's span joins its
+    # trace ([observability.tracing]; None when tracing is off).
+    traceparent: str | None = field(default_factory=tracing.traceparent)
     version: int = JOB_VERSION
 
     @property
@@ -111,6 +117,7 @@ class CacheJob:
             "last_error": self.last_error,
             "staged": self.staged,
             "confirmed": self.confirmed,
+            "traceparent": self.traceparent,
         }
         return msgpack.packb(payload, use_bin_type=True)
 
@@ -138,9 +145,18 @@ class CacheJob:
                 last_error=_optional(payload, "last_error", str),
                 staged=_optional(payload, "staged", str),
                 confirmed=payload.get("confirmed", True) is not False,
+                traceparent=_traceparent(payload.get("traceparent")),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise UnsupportedJobVersion(f"malformed job payload: {error}") from error
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _traceparent(value: Any) -> str | None:
+    """A W3C traceparent, or None (anything else is dropped, never an error)."""
+    return value if isinstance(value, str) and _TRACEPARENT.match(value) else None
 
 
 def _typed(payload: dict[str, Any], name: str, kind: Any, default: Any = None) -> Any:

@@ -23,14 +23,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from .. import tracing
 from ..oci import Digest, Tag
 from .keys import (
     INVALIDATION_KEY,
+    REPOSITORIES,
     USAGE_KEY,
     KeyKind,
     blob_key,
+    parse_repository_key,
     released_key,
     repository_key,
+    repository_prefix,
 )
 from .objects import DigestMismatch, ObjectStore, ObjectWriter, StorageUnavailable
 from .records import Invalidation, PullTime, Released, StorageUsage, parse_record
@@ -128,6 +132,11 @@ class VerifyingWriter:
         await self.abort()
 
 
+def _operation_name(operation: Awaitable[object]) -> str:
+    code = getattr(operation, "cr_code", None)
+    return str(getattr(code, "co_qualname", "lookup"))
+
+
 class RegistryStorage:
     # After a backend failure, lookups fail at once for this long instead of each waiting
     # for the backend's own timeouts and retries: pulls fall back to the upstream quickly.
@@ -143,6 +152,9 @@ class RegistryStorage:
                 operation.close()
             raise StorageUnavailable("storage failed moments ago; not retried yet")
         try:
+            if tracing.enabled():
+                with tracing.span("storage", {"storage.operation": _operation_name(operation)}):
+                    return await operation
             return await operation
         except StorageUnavailable:
             self._unavailable_until = time.monotonic() + self.UNAVAILABLE_COOLDOWN_SECS
@@ -259,7 +271,9 @@ class RegistryStorage:
 
     async def get_pull_time(self, name: str, reference: Tag | Digest) -> float | None:
         kind = KeyKind.TAG_PULL if isinstance(reference, Tag) else KeyKind.REVISION_PULL
-        record = parse_record(PullTime, await self.objects.get(repository_key(kind, name, reference)))
+        record = parse_record(
+            PullTime, await self.objects.get(repository_key(kind, name, reference))
+        )
         return record.pulled_at if record is not None else None
 
     async def mark_released(self, digest: Digest, reason: str, when: float) -> None:
@@ -310,6 +324,50 @@ class RegistryStorage:
         async for name in _names_below(folders, (), bound):
             yield name
 
+    # -- read-only listings for the web UI -------------------------------------------------
+
+    async def list_names(self) -> list[StoredName]:
+        """Every repository name in storage with its counts of tags, revisions and layer
+        links, from one listing (no object is read); sorted by name."""
+        names: dict[str, StoredName] = {}
+        async for key in self.objects.list(REPOSITORIES):
+            parsed = parse_repository_key(key)
+            if parsed is None or parsed.kind not in _COUNTED:
+                continue
+            entry = names.get(parsed.name)
+            if entry is None:
+                entry = names[parsed.name] = StoredName(parsed.name)
+            field = _COUNTED[parsed.kind]
+            setattr(entry, field, getattr(entry, field) + 1)
+        return [names[name] for name in sorted(names)]
+
+    async def _linked_digests(self, kind: KeyKind, name: str) -> list[tuple[str, Digest]]:
+        found: list[tuple[str, Digest]] = []
+        async for key in self.objects.list(f"{repository_prefix(name)}{kind.value}/"):
+            parsed = parse_repository_key(key)
+            if parsed is not None and parsed.kind is kind and parsed.digest is not None:
+                found.append((key, parsed.digest))
+        return found
+
+    async def list_revisions(self, name: str) -> list[Digest]:
+        """The digests of the manifests stored under `name`."""
+        found = await self._linked_digests(KeyKind.REVISION, name)
+        return sorted((digest for _key, digest in found), key=str)
+
+    async def layer_links(self, name: str) -> dict[str, int]:
+        """The blobs pulled through `name`, with the sizes their links recorded."""
+        found = await self._linked_digests(KeyKind.LAYER, name)
+        links: dict[str, int] = {}
+        for start in range(0, len(found), _LINK_READS_AT_ONCE):
+            batch = found[start : start + _LINK_READS_AT_ONCE]
+            contents = await asyncio.gather(*(self.objects.get(key) for key, _ in batch))
+            for (_key, digest), data in zip(batch, contents, strict=True):
+                try:
+                    links[str(digest)] = int(json.loads(data or b"{}")["size"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return links
+
 
 Folders = Callable[[str], Awaitable[list[str]]]
 
@@ -334,3 +392,17 @@ async def _names_below(
             continue
         async for found in _names_below(folders, full, bound):
             yield found
+
+
+@dataclass(slots=True)
+class StoredName:
+    """A repository name in storage and how many objects of each kind it links."""
+
+    name: str
+    tags: int = 0
+    revisions: int = 0
+    layers: int = 0
+
+
+_COUNTED = {KeyKind.TAG: "tags", KeyKind.REVISION: "revisions", KeyKind.LAYER: "layers"}
+_LINK_READS_AT_ONCE = 32

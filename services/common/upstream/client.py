@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 
+from .. import tracing
 from ..config import UpstreamSettings
 from ..metrics import Metrics
 from ..oci import MANIFEST_MEDIA_TYPES, MEDIA_OCI_INDEX
@@ -415,7 +416,17 @@ class UpstreamClient:
         except Refused as refused:
             raise refused_error(self.host, refused) from None
         try:
-            response = await self._authenticated_request(method, name, path, headers, bulk)
+            if tracing.enabled():
+                with tracing.span(
+                    f"upstream {method}",
+                    {"upstream.host": self.host, "upstream.path": path.split("?", 1)[0]},
+                ):
+                    response = await self._authenticated_request(
+                        method, name, path, headers, bulk
+                    )
+                    tracing.annotate("http.response.status_code", response.status)
+            else:
+                response = await self._authenticated_request(method, name, path, headers, bulk)
         except UpstreamDown as error:
             self.health.failed(probe, error.message)
             raise
@@ -607,9 +618,7 @@ class UpstreamClient:
     async def get_manifest(
         self, name: str, reference: str, accept: str, max_size: int
     ) -> FetchedManifest:
-        return await self._get_document(
-            name, f"manifests/{reference}", reference, accept, max_size
-        )
+        return await self._get_document(name, f"manifests/{reference}", reference, accept, max_size)
 
     async def get_referrers(
         self, name: str, digest: str, artifact_type: str | None, max_size: int
