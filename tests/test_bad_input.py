@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +15,20 @@ from simple_registry.frontend.app import create_app
 DIGEST = "sha256:" + "a" * 64
 
 
-def settings_for(root: Path, default_allow: bool = True) -> Any:
+def settings_for(root: Path, upstream: str, default_allow: bool = True) -> Any:
     return parse_settings(
         {
             "blob_store": {"fs": {"root_dir": str(root)}},
             "global": {"access_policy": {"default_allow": default_allow}},
-            # Port 9 on loopback refuses connections: no test here may reach an upstream.
-            "repository": {"docker-io": {"upstream": [{"url": "http://127.0.0.1:9"}]}},
+            # An upstream that refuses connections: no test here may reach one.
+            "repository": {"docker-io": {"upstream": [{"url": upstream}]}},
         }
     )
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
-    return await aiohttp_client(create_app(settings_for(tmp_path)))
+async def client(aiohttp_client: Any, tmp_path: Path, refused_url: str) -> TestClient:
+    return await aiohttp_client(create_app(settings_for(tmp_path / "storage", refused_url)))
 
 
 async def oci_error(response: Any) -> str:
@@ -69,7 +71,8 @@ async def test_the_api_base_answers_with_the_distribution_version_header(
         ("GET", "/v3/", 404, "NOT_FOUND"),
         ("GET", "/", 404, "NOT_FOUND"),
         ("PUT", "/v2/docker-io/x/manifests/latest", 405, "UNSUPPORTED"),
-        ("DELETE", "/v2/docker-io/x/manifests/" + DIGEST, 405, "UNSUPPORTED"),
+        # A mirror deletes cached manifests, but `default_allow` never grants that.
+        ("DELETE", "/v2/docker-io/x/manifests/" + DIGEST, 403, "DENIED"),
         ("DELETE", "/v2/docker-io/x/blobs/" + DIGEST, 405, "UNSUPPORTED"),
         ("POST", "/v2/docker-io/x/blobs/uploads/", 405, "UNSUPPORTED"),
         ("PATCH", "/v2/docker-io/x/blobs/uploads/some-session", 405, "UNSUPPORTED"),
@@ -96,9 +99,10 @@ async def test_an_unreachable_upstream_with_nothing_cached_is_a_503_not_a_404(
 
 
 async def test_default_allow_false_with_no_rules_denies_every_repository(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, refused_url: str
 ) -> None:
-    client = await aiohttp_client(create_app(settings_for(tmp_path, default_allow=False)))
+    settings = settings_for(tmp_path / "storage", refused_url, default_allow=False)
+    client = await aiohttp_client(create_app(settings))
     response = await client.get("/v2/docker-io/library/x/manifests/latest")
     assert response.status == 403
     assert await oci_error(response) == "DENIED"
@@ -112,16 +116,21 @@ async def test_the_catalog_of_an_empty_mirror_is_an_empty_list(client: TestClien
     assert await response.json() == {"repositories": []}
 
 
-async def raw_status(client: TestClient, target: str) -> int:
-    """Send a request line exactly as written: HTTP client libraries normalise `..` away."""
-    import asyncio
-
+async def raw_answer(client: TestClient, target: str) -> tuple[int, bytes]:
+    """Send a request line exactly as written (HTTP client libraries normalise `..` away);
+    the status and the body."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
-    status_line = await reader.readline()
+    answer = await reader.read()
     writer.close()
-    return int(status_line.split()[1])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def tree(folder: Path) -> list[str]:
+    """Every file and folder below `folder` (what storage holds)."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
 
 @pytest.mark.parametrize(
@@ -133,6 +142,12 @@ async def raw_status(client: TestClient, target: str) -> int:
     ],
 )
 async def test_a_path_with_dot_segments_never_reaches_storage(
-    client: TestClient, target: str
+    client: TestClient, tmp_path: Path, target: str
 ) -> None:
-    assert await raw_status(client, target) in (400, 404)
+    before = tree(tmp_path)
+    status, body = await raw_answer(client, target)
+    assert status in (400, 404)
+    assert json.loads(body)["errors"][0]["code"] in ("NAME_INVALID", "NOT_FOUND")
+    # Nothing was written (or created on the way) anywhere, inside storage or beside it.
+    assert tree(tmp_path) == before
+    assert not [path for path in tree(tmp_path) if "etc" in path.split("/")]

@@ -31,7 +31,7 @@ def test_a_cacher_runs_at_most_max_concurrent_cache_jobs_fetches_at_once(
             redis_url=redis_server.url,
             global_={"max_concurrent_cache_jobs": 2},
         )
-        layers = [max(image.blobs, key=lambda b: b.size) for image in images]
+        layers = [image.largest_blob for image in images]
         jobs = [
             CacheJob(
                 kind=JobKind.BLOB,

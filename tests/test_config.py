@@ -291,9 +291,7 @@ def _taken_port() -> tuple[socket.socket, int]:
 
 
 @pytest.mark.parametrize("command", ["server", "cacher"])
-def test_a_taken_port_is_a_one_line_error_naming_the_address(
-    tmp_path: Path, command: str
-) -> None:
+def test_a_taken_port_is_a_one_line_error_naming_the_address(tmp_path: Path, command: str) -> None:
     holder, port = _taken_port()
     override = tmp_path / "override.toml"
     override.write_text(

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -31,7 +32,6 @@ from tests.fixtures.engines import (
     DockerEngine,
     Podman,
     RegistryLog,
-    RegistryRequest,
     require_container_runtime,
     require_program,
     require_root,
@@ -124,12 +124,28 @@ def settle(mirror: Mirror, storage_name: str, tag: str, digests: set[str]) -> No
     mirror.wait_for_tag(storage_name, tag)
 
 
-def api(requests: list[RegistryRequest]) -> list[tuple[str, str]]:
+def api(requests: list[AccessEntry]) -> list[tuple[str, str]]:
     return [(r.method, r.target) for r in requests if r.is_api]
 
 
-def upstream_requests(entries: list[AccessEntry]) -> set[tuple[str, str, int]]:
-    return {(e.method, e.target, e.status) for e in entries}
+class Watch:
+    """From its creation on: what clients sent the registry, and what the registry asked
+    each upstream (both read once the registry is idle and the logs quiet)."""
+
+    def __init__(self, mirror: Mirror, *upstreams: Distribution) -> None:
+        self.log = RegistryLog(mirror)
+        self.mark = self.log.mark()
+        self.upstream_marks = [(upstream, upstream.mark()) for upstream in upstreams]
+
+    def requests(self) -> list[AccessEntry]:
+        return self.log.settled_since(self.mark)
+
+    def sent(self) -> list[tuple[str, str]]:
+        return api(self.requests())
+
+    def upstream_saw(self, index: int = 0) -> set[tuple[str, str, int]]:
+        upstream, mark = self.upstream_marks[index]
+        return {(e.method, e.target, e.status) for e in upstream.settled_requests_since(mark)}
 
 
 def blob_gets(name: str, manifest: BuiltManifest, query: str = "") -> list[tuple[str, str]]:
@@ -148,14 +164,22 @@ def upstream_pull(name: str, tag: str, image: PushedImage) -> set[tuple[str, str
 
 
 # -- dockerd --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+E = TypeVar("E", DockerEngine, ContainerdEngine)
+
+
+def running(engine_class: type[E], tmp_path_factory: pytest.TempPathFactory) -> Iterator[E]:
+    """A daemon of this module, in a folder of its own, stopped after the module."""
     require_root()
-    engine = DockerEngine(tmp_path_factory.mktemp("dockerd"))
+    engine = engine_class(tmp_path_factory.mktemp(engine_class.name))
     try:
         yield engine.start()
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    yield from running(DockerEngine, tmp_path_factory)
 
 
 @pytest.fixture
@@ -174,14 +198,14 @@ def test_docker_pull_of_an_unprefixed_name_comes_through_the_registry_mirror(
 ) -> None:
     docker, mirror = docker_hub
     image = engine_images.nginx
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    watch = Watch(mirror, upstream)
 
     docker.pull("nginx:1.25.0")
 
     pulled = docker.client.images.get("nginx:1.25.0")
     assert pulled.id == image.image.config.digest
     assert f"nginx@{image.digest}" in pulled.attrs["RepoDigests"]
-    requests = log.settled_since(mark)
+    requests = watch.requests()
     sent = api(requests)
     assert sent[:3] == [
         ("GET", "/v2/"),
@@ -191,9 +215,7 @@ def test_docker_pull_of_an_unprefixed_name_comes_through_the_registry_mirror(
     assert sorted(sent[3:]) == blob_gets("library/nginx", host_manifest(image))
     assert {r.status for r in requests} == {200}
     settle(mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
-    assert upstream_requests(upstream.settled_requests_since(upstream_mark)) == upstream_pull(
-        "library/nginx", "1.25.0", image
-    )
+    assert watch.upstream_saw() == upstream_pull("library/nginx", "1.25.0", image)
     assert mirror.stored_blobs() == pulled_digests(image)
 
 
@@ -203,7 +225,7 @@ def test_docker_pulls_the_host_platform_of_a_manifest_list_and_nothing_of_the_ot
     docker, mirror = docker_hub
     image = engine_images.multi
     chosen = host_manifest(image)
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    watch = Watch(mirror, upstream)
 
     docker.pull("engine-multi:1.0")
 
@@ -211,7 +233,7 @@ def test_docker_pulls_the_host_platform_of_a_manifest_list_and_nothing_of_the_ot
     assert pulled.id == chosen.config.digest
     assert pulled.attrs["Architecture"] == HOST_ARCH
     assert f"engine-multi@{image.digest}" in pulled.attrs["RepoDigests"]
-    sent = api(log.settled_since(mark))
+    sent = watch.sent()
     assert sent[:4] == [
         ("GET", "/v2/"),
         ("HEAD", "/v2/library/engine-multi/manifests/1.0"),
@@ -220,7 +242,7 @@ def test_docker_pulls_the_host_platform_of_a_manifest_list_and_nothing_of_the_ot
     ]
     assert sorted(sent[4:]) == blob_gets("library/engine-multi", chosen)
     settle(mirror, f"{HUB}/library/engine-multi", "1.0", pulled_digests(image))
-    upstream_seen = upstream_requests(upstream.settled_requests_since(upstream_mark))
+    upstream_seen = watch.upstream_saw()
     assert upstream_seen == upstream_pull("library/engine-multi", "1.0", image)
     assert not any(
         d in target for _, target, _ in upstream_seen for d in other_platform_digests(image)
@@ -254,17 +276,16 @@ def test_repeated_docker_pulls_of_an_immutable_tag_after_rmi_make_no_upstream_re
     image = engine_images.nginx
     docker.pull("nginx:1.25.0")
     settle(mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
-    log = RegistryLog(mirror)
     for round_ in range(WARM_PULL_ROUNDS):
         docker.remove_image("nginx:1.25.0")
         assert docker.client.images.list(all=True) == []
-        mark, upstream_mark = log.mark(), upstream.mark()
+        watch = Watch(mirror, upstream)
 
         docker.pull("nginx:1.25.0")
 
         assert docker.client.images.get("nginx:1.25.0").id == image.image.config.digest
-        assert upstream.settled_requests_since(upstream_mark) == [], f"warm pull {round_}"
-        sent = api(log.settled_since(mark))
+        assert watch.upstream_saw() == set(), f"warm pull {round_}"
+        sent = watch.sent()
         # What dockerd fetched again (it may keep a layer it still has) came from storage.
         fetched = [request for request in sent if "/blobs/" in request[1]]
         assert fetched, "dockerd fetched nothing: the image was not really removed"
@@ -274,12 +295,7 @@ def test_repeated_docker_pulls_of_an_immutable_tag_after_rmi_make_no_upstream_re
 # -- containerd + ctr -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdEngine]:
-    require_root()
-    engine = ContainerdEngine(tmp_path_factory.mktemp("containerd"))
-    try:
-        yield engine.start()
-    finally:
-        engine.stop()
+    yield from running(ContainerdEngine, tmp_path_factory)
 
 
 @pytest.fixture
@@ -321,23 +337,45 @@ def containerd_mirror(
     return mirror
 
 
-def test_ctr_pulls_a_docker_io_name_through_hosts_toml_with_the_ns_query_and_unpacks_it(
+@dataclass
+class CtrHub:
+    """containerd with a namespace of this test and a hosts.toml folder pointing docker.io
+    and ghcr.io at a fresh registry."""
+
+    containerd: ContainerdEngine
+    namespace: str
+    hosts: Path
+    mirror: Mirror
+
+    def pull(self, reference: str) -> str:
+        return self.containerd.pull(reference, self.hosts, self.namespace)
+
+
+@pytest.fixture
+def ctr_hub(
     containerd: ContainerdEngine,
     ctr_namespace: str,
     mirror_factory: MirrorFactory,
     upstream: Distribution,
-    engine_images: EngineImages,
     tmp_path: Path,
+) -> CtrHub:
+    hosts = tmp_path / "certs.d"
+    mirror = containerd_mirror(mirror_factory, upstream, None, hosts)
+    return CtrHub(containerd, ctr_namespace, hosts, mirror)
+
+
+def test_ctr_pulls_a_docker_io_name_through_hosts_toml_with_the_ns_query_and_unpacks_it(
+    ctr_hub: CtrHub, upstream: Distribution, engine_images: EngineImages
 ) -> None:
     image = engine_images.nginx
-    mirror = containerd_mirror(mirror_factory, upstream, None, tmp_path / "certs.d")
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    containerd, namespace = ctr_hub.containerd, ctr_hub.namespace
+    watch = Watch(ctr_hub.mirror, upstream)
 
-    containerd.pull("docker.io/library/nginx:1.25.0", tmp_path / "certs.d", ctr_namespace)
+    ctr_hub.pull("docker.io/library/nginx:1.25.0")
 
-    assert containerd.images(ctr_namespace) == {"docker.io/library/nginx:1.25.0": image.digest}
-    assert manifest_chain_id(host_manifest(image)) in containerd.snapshots(ctr_namespace)
-    requests = log.settled_since(mark)
+    assert containerd.images(namespace) == {"docker.io/library/nginx:1.25.0": image.digest}
+    assert manifest_chain_id(host_manifest(image)) in containerd.snapshots(namespace)
+    requests = watch.requests()
     sent = api(requests)
     # No /v2/ ping: containerd goes straight to the manifest, telling the registry the
     # namespace (the registry it means) in ?ns=.
@@ -347,49 +385,38 @@ def test_ctr_pulls_a_docker_io_name_through_hosts_toml_with_the_ns_query_and_unp
     ]
     assert sorted(sent[2:]) == blob_gets("library/nginx", host_manifest(image), "ns=docker.io")
     assert {r.status for r in requests} == {200}
-    settle(mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
-    assert upstream_requests(upstream.settled_requests_since(upstream_mark)) == upstream_pull(
-        "library/nginx", "1.25.0", image
-    )
+    settle(ctr_hub.mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
+    assert watch.upstream_saw() == upstream_pull("library/nginx", "1.25.0", image)
 
 
 def test_ctr_runs_the_image_it_pulled_through_the_mirror(
-    containerd: ContainerdEngine,
-    ctr_namespace: str,
-    mirror_factory: MirrorFactory,
-    upstream: Distribution,
-    engine_images: EngineImages,
-    tmp_path: Path,
+    ctr_hub: CtrHub, engine_images: EngineImages
 ) -> None:
     require_container_runtime()
-    containerd_mirror(mirror_factory, upstream, None, tmp_path / "certs.d")
-    containerd.pull("docker.io/library/alpine:3.19", tmp_path / "certs.d", ctr_namespace)
-    output = containerd.run("docker.io/library/alpine:3.19", f"run-{next(_ids)}", ctr_namespace)
+    ctr_hub.pull("docker.io/library/alpine:3.19")
+    output = ctr_hub.containerd.run(
+        "docker.io/library/alpine:3.19", f"run-{next(_ids)}", ctr_hub.namespace
+    )
     assert output.encode() == ALPINE_TEXT
 
 
 def test_a_second_ctr_pull_of_an_immutable_tag_makes_no_upstream_request(
-    containerd: ContainerdEngine,
-    ctr_namespace: str,
-    mirror_factory: MirrorFactory,
-    upstream: Distribution,
-    engine_images: EngineImages,
-    tmp_path: Path,
+    ctr_hub: CtrHub, upstream: Distribution, engine_images: EngineImages
 ) -> None:
     image = engine_images.nginx
     reference = "docker.io/library/nginx:1.25.0"
-    mirror = containerd_mirror(mirror_factory, upstream, None, tmp_path / "certs.d")
-    containerd.pull(reference, tmp_path / "certs.d", ctr_namespace)
-    settle(mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
-    containerd.remove_image(reference, ctr_namespace)
-    assert containerd.content(ctr_namespace) == set()
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    containerd, namespace = ctr_hub.containerd, ctr_hub.namespace
+    ctr_hub.pull(reference)
+    settle(ctr_hub.mirror, f"{HUB}/library/nginx", "1.25.0", pulled_digests(image))
+    containerd.remove_image(reference, namespace)
+    assert containerd.content(namespace) == set()
+    watch = Watch(ctr_hub.mirror, upstream)
 
-    containerd.pull(reference, tmp_path / "certs.d", ctr_namespace)
+    ctr_hub.pull(reference)
 
-    assert containerd.images(ctr_namespace) == {reference: image.digest}
-    assert upstream.settled_requests_since(upstream_mark) == []
-    sent = api(log.settled_since(mark))
+    assert containerd.images(namespace) == {reference: image.digest}
+    assert watch.upstream_saw() == set()
+    sent = watch.sent()
     assert sorted(sent[2:]) == blob_gets("library/nginx", host_manifest(image), "ns=docker.io")
 
 
@@ -405,14 +432,13 @@ def test_ctr_pulls_a_ghcr_io_name_through_the_same_registry_and_its_second_pull_
     chosen = host_manifest(image)
     reference = "ghcr.io/org/tool:1.0"
     mirror = containerd_mirror(mirror_factory, upstream, ghcr_upstream, tmp_path / "certs.d")
-    log, mark = RegistryLog(mirror), RegistryLog(mirror).mark()
-    hub_mark, ghcr_mark = upstream.mark(), ghcr_upstream.mark()
+    watch = Watch(mirror, ghcr_upstream, upstream)
 
     containerd.pull(reference, tmp_path / "certs.d", ctr_namespace)
 
     assert containerd.images(ctr_namespace) == {reference: image.digest}
     assert manifest_chain_id(chosen) in containerd.snapshots(ctr_namespace)
-    sent = api(log.settled_since(mark))
+    sent = watch.sent()
     assert sent[:3] == [
         ("HEAD", "/v2/org/tool/manifests/1.0?ns=ghcr.io"),
         ("GET", f"/v2/org/tool/manifests/{image.digest}?ns=ghcr.io"),
@@ -420,18 +446,16 @@ def test_ctr_pulls_a_ghcr_io_name_through_the_same_registry_and_its_second_pull_
     ]
     assert sorted(sent[3:]) == blob_gets("org/tool", chosen, "ns=ghcr.io")
     settle(mirror, f"{GHCR}/org/tool", "1.0", pulled_digests(image))
-    assert upstream_requests(ghcr_upstream.settled_requests_since(ghcr_mark)) == upstream_pull(
-        "org/tool", "1.0", image
-    )
-    assert upstream.settled_requests_since(hub_mark) == []
+    assert watch.upstream_saw() == upstream_pull("org/tool", "1.0", image)
+    assert watch.upstream_saw(1) == set()
 
     containerd.remove_image(reference, ctr_namespace)
     assert containerd.content(ctr_namespace) == set()
-    mark, ghcr_mark = log.mark(), ghcr_upstream.mark()
+    watch = Watch(mirror, ghcr_upstream)
     containerd.pull(reference, tmp_path / "certs.d", ctr_namespace)
     assert containerd.images(ctr_namespace) == {reference: image.digest}
-    assert ghcr_upstream.settled_requests_since(ghcr_mark) == []
-    assert sorted(api(log.settled_since(mark))[3:]) == blob_gets("org/tool", chosen, "ns=ghcr.io")
+    assert watch.upstream_saw() == set()
+    assert sorted(watch.sent()[3:]) == blob_gets("org/tool", chosen, "ns=ghcr.io")
 
 
 # -- podman ---------------------------------------------------------------------------------
@@ -459,12 +483,12 @@ def test_podman_pulls_a_docker_io_name_through_its_registries_conf_mirror(
     podman, mirror = podman_hub
     image = engine_images.alpine
     chosen = host_manifest(image)
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    watch = Watch(mirror, upstream)
 
     podman("pull", "docker.io/library/alpine:3.19")
 
     assert podman_digest(podman, "docker.io/library/alpine:3.19") == image.digest
-    requests = log.settled_since(mark)
+    requests = watch.requests()
     sent = api(requests)
     # No HEAD: podman GETs the tag, then the platform's manifest by digest.
     assert sent[:3] == [
@@ -475,9 +499,7 @@ def test_podman_pulls_a_docker_io_name_through_its_registries_conf_mirror(
     assert sorted(sent[3:]) == blob_gets("library/alpine", chosen)
     assert {r.status for r in requests if r.is_api} == {200}
     settle(mirror, f"{HUB}/library/alpine", "3.19", pulled_digests(image))
-    assert upstream_requests(upstream.settled_requests_since(upstream_mark)) == upstream_pull(
-        "library/alpine", "3.19", image
-    )
+    assert watch.upstream_saw() == upstream_pull("library/alpine", "3.19", image)
 
 
 def test_podman_runs_the_image_it_pulled_through_the_mirror(
@@ -498,15 +520,13 @@ def test_a_second_podman_pull_after_rmi_makes_no_upstream_request(
     podman("pull", "docker.io/library/alpine:3.19")
     settle(mirror, f"{HUB}/library/alpine", "3.19", pulled_digests(image))
     podman("rmi", "docker.io/library/alpine:3.19")
-    log, mark, upstream_mark = RegistryLog(mirror), RegistryLog(mirror).mark(), upstream.mark()
+    watch = Watch(mirror, upstream)
 
     podman("pull", "docker.io/library/alpine:3.19")
 
     assert podman_digest(podman, "docker.io/library/alpine:3.19") == image.digest
-    assert upstream.settled_requests_since(upstream_mark) == []
-    assert sorted(api(log.settled_since(mark))[3:]) == blob_gets(
-        "library/alpine", host_manifest(image)
-    )
+    assert watch.upstream_saw() == set()
+    assert sorted(watch.sent()[3:]) == blob_gets("library/alpine", host_manifest(image))
 
 
 # -- skopeo ---------------------------------------------------------------------------------
@@ -519,14 +539,14 @@ def test_skopeo_override_arch_copies_the_other_platform_through_the_docker_io_pr
     image = engine_images.alpine
     other = image.image.for_platform(OTHER_ARCH)  # type: ignore[union-attr]
     mirror = hub_mirror(mirror_factory, upstream)
-    log, mark = RegistryLog(mirror), RegistryLog(mirror).mark()
+    watch = Watch(mirror)
 
     skopeo_copy(
         f"{mirror.host_port}/{HUB}/library/alpine:3.19", tmp_path / "out", override_arch=OTHER_ARCH
     )
 
     assert dir_manifest(tmp_path / "out") == other.raw
-    sent = api(log.settled_since(mark))
+    sent = watch.sent()
     assert sent[:3] == [
         ("GET", "/v2/"),
         ("GET", f"/v2/{HUB}/library/alpine/manifests/3.19"),
@@ -547,7 +567,7 @@ def test_skopeo_override_arch_pulls_a_docker_io_name_through_a_registries_conf_m
     other = image.image.for_platform(OTHER_ARCH)  # type: ignore[union-attr]
     mirror = hub_mirror(mirror_factory, upstream)
     conf = write_registries_conf(tmp_path / "registries.conf", mirror)
-    log, mark = RegistryLog(mirror), RegistryLog(mirror).mark()
+    watch = Watch(mirror)
     (tmp_path / "out").mkdir()
 
     result = subprocess.run(
@@ -578,7 +598,7 @@ def test_skopeo_override_arch_pulls_a_docker_io_name_through_a_registries_conf_m
 
     assert result.returncode == 0, result.stderr
     assert dir_manifest(tmp_path / "out") == other.raw
-    sent = api(log.settled_since(mark))
+    sent = watch.sent()
     assert sent[:3] == [
         ("GET", "/v2/"),
         ("GET", "/v2/library/alpine/manifests/3.19"),

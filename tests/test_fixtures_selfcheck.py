@@ -9,13 +9,17 @@ import gzip
 import hashlib
 import io
 import json
+import signal
+import socket
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
+from simple_registry.common.queue.jobs import CacheJob, JobKind
 
+from tests.fixtures import ports
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import (
     HELLO_TEXT,
@@ -24,6 +28,7 @@ from tests.fixtures.images import (
     build_multi_platform,
     build_small_image,
 )
+from tests.fixtures.mirror import Mirror, MirrorFactory, mirror_config, upstream_entry
 from tests.fixtures.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -33,8 +38,16 @@ from tests.fixtures.oci import (
     OCI_MANIFEST,
     BuiltManifest,
 )
-from tests.fixtures.plugin import PushedImageCache, pusher_for
-from tests.fixtures.ports import ServerStartError, free_port, wait_for_http, wait_for_port
+from tests.fixtures.plugin import ProxiedLayer, PushedImageCache, pusher_for
+from tests.fixtures.ports import (
+    ServerStartError,
+    free_port,
+    refusing_port,
+    silent_port,
+    wait_for_http,
+    wait_for_port,
+)
+from tests.fixtures.redis_server import RedisServer, enqueue_jobs
 from tests.fixtures.registry_client import Challenge, RegistryError
 from tests.fixtures.skopeo import (
     SkopeoError,
@@ -78,11 +91,97 @@ def test_free_port_returns_a_port_nobody_listens_on() -> None:
         wait_for_port("127.0.0.1", port, 0.1)
 
 
-def test_waiting_for_a_dead_server_fails_with_its_log(tmp_path: Path) -> None:
+def test_waiting_for_a_dead_server_fails_with_its_log(tmp_path: Path, refused_url: str) -> None:
     log = tmp_path / "server.log"
     log.write_text("panic: something went wrong at startup\n")
     with pytest.raises(ServerStartError, match="something went wrong at startup"):
-        wait_for_http(f"http://127.0.0.1:{free_port()}/v2/", 0.2, log_path=log)
+        wait_for_http(f"{refused_url}/v2/", 0.2, log_path=log)
+
+
+def test_a_refusing_port_refuses_and_a_silent_port_accepts_but_never_answers() -> None:
+    with refusing_port() as port, pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    with silent_port() as port, socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)
+
+
+def test_a_server_whose_port_was_taken_meanwhile_is_started_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", 0))
+        taker.listen(1)
+        taken = taker.getsockname()[1]
+        picks = iter([taken])
+        real = ports.free_port
+        monkeypatch.setattr(
+            ports, "free_port", lambda host="127.0.0.1": next(picks, None) or real(host)
+        )
+        server = RedisServer(tmp_path / "redis").start()
+        try:
+            assert server.port != taken
+            assert "Address already in use" in server.log_text()  # the first try failed
+        finally:
+            server.stop()
+
+
+def test_a_stopped_registry_that_logged_a_traceback_or_exited_with_an_error_has_problems(
+    tmp_path: Path, upstream: Distribution
+) -> None:
+    config = mirror_config(
+        tmp_path, {"hub": {"upstream": [upstream_entry(upstream)]}}, port=free_port()
+    )
+    mirror = Mirror(tmp_path, config, pick_port=True).start()
+    assert mirror.is_idle()
+    assert mirror.process is not None
+    mirror.process.kill()  # a crash, not a stop
+    mirror.process.wait(10)
+    assert mirror.stop() == -signal.SIGKILL
+    with mirror.log_path.open("a") as log:
+        log.write("Traceback (most recent call last):\n  File ...\nValueError: boom\n")
+    problems = mirror.problems()
+    assert len(problems) == 2
+    assert "Traceback" in problems[0] and "ValueError: boom" in problems[0]
+    assert "exited with -9" in problems[1]
+    mirror.expect_failure("this test makes it crash")
+    assert mirror.problems() == []
+
+
+def test_a_registry_stopped_with_sigterm_or_killed_on_purpose_has_no_problems(
+    mirror_factory: MirrorFactory, upstream: Distribution
+) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        mirror = mirror_factory({"hub": {"upstream": [upstream_entry(upstream)]}})
+        assert mirror.stop(sig) == (0 if sig == signal.SIGTERM else -sig)
+        assert mirror.problems() == []
+
+
+def test_counting_upstream_requests_waits_for_a_cache_job_still_running(
+    mirror_factory: MirrorFactory,
+    proxied_layer: Callable[..., ProxiedLayer],
+    redis_server: RedisServer,
+) -> None:
+    served = proxied_layer(8, bytes_per_sec=4 * 1024 * 1024)  # the job runs two seconds
+    upstream, layer = served.upstream, served.layer
+    cacher = mirror_factory(
+        {"hub": {"upstream": [{"url": served.proxy.url}]}},
+        command="cacher",
+        redis_url=redis_server.url,
+    )
+    before = upstream.mark()
+    enqueue_jobs(
+        redis_server.url,
+        [CacheJob(JobKind.BLOB, "hub", served.name, layer.digest, size=layer.size)],
+    )
+    # The mark waits until the cacher is idle: the job is done, its GET before the mark.
+    mark = upstream.mark()
+    assert layer.digest in cacher.stored_blobs()
+    fetched = [e for e in upstream.requests_since(before) if e.path.endswith(layer.digest)]
+    assert [e.method for e in fetched] == ["GET"]
+    assert upstream.settled_requests_since(mark) == []
 
 
 # -- every auth mode x every image kind ------------------------------------------------

@@ -47,7 +47,7 @@ def test_sigterm_lets_a_frontend_finish_its_stream_refuse_new_connections_and_ex
 ) -> None:
     upstream, proxy = slow_upstream
     image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=24)
-    layer = max(image.blobs, key=lambda b: b.size)
+    layer = image.largest_blob
     mirror = mirror_factory(
         {REPO: {"upstream": [{"url": proxy.url}]}}, extra={"server": {"drain_timeout_secs": 20}}
     )
@@ -84,7 +84,7 @@ def test_sigterm_mid_job_releases_the_job_to_another_cacher_and_leaves_no_partia
 ) -> None:
     upstream, proxy = slow_upstream
     image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=24)
-    layer = max(image.blobs, key=lambda b: b.size)
+    layer = image.largest_blob
     bucket = s3_server.create_bucket(bucket_name(request.node.name))
     storage = s3_server.blob_store_table(bucket)
     common: dict[str, Any] = {

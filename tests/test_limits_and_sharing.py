@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
 
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import PushedImage
-from tests.fixtures.mirror import MirrorFactory, upstream_entry
-from tests.fixtures.plugin import pusher_for
+from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
+from tests.fixtures.plugin import ProxiedLayer
+from tests.fixtures.ports import poll_until
 from tests.fixtures.skopeo import skopeo_copy
 
 REPO = "hub"
@@ -52,7 +53,7 @@ def test_a_blob_over_max_blob_size_is_refused_before_any_byte_is_sent(
     mirror = mirror_factory(
         {REPO: {"upstream": [upstream_entry(upstream)]}}, global_={"max_blob_size": "16B"}
     )
-    blob = max(small_image.blobs, key=lambda b: b.size)
+    blob = small_image.largest_blob
     path = f"/v2/{REPO}/{small_image.name}/blobs/{blob.digest}"
     for response in (mirror.get(path), mirror.head(path)):
         assert response.status_code == 400
@@ -71,37 +72,50 @@ def stalled_client(url: str) -> socket.socket:
     return sock
 
 
+def mirrored(mirror_factory: MirrorFactory, served: ProxiedLayer) -> tuple[Mirror, str]:
+    """A registry of the layer's upstream (through its proxy), and the layer's URL there."""
+    mirror = mirror_factory({REPO: {"upstream": [{"url": served.proxy.url}]}})
+    return mirror, f"{mirror.url}/v2/{REPO}/{served.name}/blobs/{served.layer.digest}"
+
+
 def test_a_stalled_client_neither_slows_another_client_nor_the_caching(
-    mirror_factory: MirrorFactory, distribution_factory: Any, unique_repo: str
+    mirror_factory: MirrorFactory, proxied_layer: Callable[..., ProxiedLayer]
 ) -> None:
-    upstream = distribution_factory()
-    image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=32)
-    layer = max(image.blobs, key=lambda b: b.size)
-    mirror = mirror_factory({REPO: {"upstream": [upstream_entry(upstream)]}})
-    url = f"{mirror.url}/v2/{REPO}/{unique_repo}/blobs/{layer.digest}"
+    served = proxied_layer(32)
+    mirror, url = mirrored(mirror_factory, served)
     stalled = stalled_client(url)
     try:
         started = time.monotonic()
         body = requests.get(url, timeout=60).content
-        assert hashlib.sha256(body).hexdigest() == layer.digest[7:]
+        assert hashlib.sha256(body).hexdigest() == served.layer.digest[7:]
         assert time.monotonic() - started < 20
-        mirror.wait_for_blobs({layer.digest})
+        mirror.wait_for_blobs({served.layer.digest})
     finally:
         stalled.close()
 
 
 def test_a_client_that_disconnects_does_not_cancel_the_download_for_the_others(
-    mirror_factory: MirrorFactory, distribution_factory: Any, unique_repo: str
+    mirror_factory: MirrorFactory, proxied_layer: Callable[..., ProxiedLayer]
 ) -> None:
-    upstream = distribution_factory()
-    image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=32)
-    layer = max(image.blobs, key=lambda b: b.size)
-    mirror = mirror_factory({REPO: {"upstream": [upstream_entry(upstream)]}})
-    url = f"{mirror.url}/v2/{REPO}/{unique_repo}/blobs/{layer.digest}"
+    # Paced to about two seconds, so the others come while the download still runs.
+    served = proxied_layer(16, bytes_per_sec=8 * 1024 * 1024)
+    mirror, url = mirrored(mirror_factory, served)
+    mark = served.upstream.mark()
     stalled_client(url).close()
+    # The registry saw it leave (its stream ended) while the download goes on.
+    poll_until(
+        lambda: mirror.metric("registry_upstream_streams_in_flight") == 0,
+        10,
+        what="the registry to notice the client left",
+    )
     body = requests.get(url, timeout=60).content
-    assert hashlib.sha256(body).hexdigest() == layer.digest[7:]
-    mirror.wait_for_blobs({layer.digest})
-    mark = upstream.mark()
-    assert requests.get(url, timeout=60).content == body
-    assert upstream.settled_requests_since(mark) == []
+    assert hashlib.sha256(body).hexdigest() == served.layer.digest[7:]
+    mirror.wait_for_blobs({served.layer.digest})
+    again = requests.get(url, timeout=60).content
+    assert again == body
+    gets = [
+        entry
+        for entry in served.upstream.settled_requests_since(mark)
+        if entry.method == "GET" and entry.path.endswith(served.layer.digest)
+    ]
+    assert len(gets) == 1, "the download was started again after the client left"

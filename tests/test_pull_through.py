@@ -37,15 +37,8 @@ def through(mirror: Mirror, image: PushedImage, tag: str | None = None) -> str:
     return f"{mirror.host_port}/{REPO}/{image.name}:{tag or image.tag}"
 
 
-def all_digests(image: PushedImage) -> set[str]:
-    digests = {image.digest, *image.blob_digests}
-    if image.is_index:
-        digests |= {m.digest for m in image.manifests}
-    return digests
-
-
 def settle(mirror: Mirror, image: PushedImage, tag: str | None = None) -> None:
-    mirror.wait_for_blobs(all_digests(image))
+    mirror.wait_for_blobs(image.all_digests)
     mirror.wait_for_tag(f"{REPO}/{image.name}", tag or image.tag)
     mirror.wait_for_links(f"{REPO}/{image.name}", set(image.blob_digests))
 
@@ -76,35 +69,29 @@ def test_skopeo_pulls_a_small_image_with_the_upstreams_digests_and_storage_holds
             hashlib.sha256(dir_blob(tmp_path / "out", blob.digest)).hexdigest() == blob.digest[7:]
         )
     settle(mirror, small_image)
-    assert mirror.stored_blobs() == all_digests(small_image)
+    assert mirror.stored_blobs() == small_image.all_digests
     assert mirror.temp_files() == []
 
 
-def test_a_second_pull_of_an_immutable_tag_makes_no_upstream_request(
+@pytest.mark.parametrize(
+    ("tag", "asked"),
+    [("1.0", []), ("latest", ["HEAD /manifests/latest"])],
+    ids=["immutable-tag-costs-nothing", "mutable-tag-costs-one-head"],
+)
+def test_a_second_pull_costs_the_upstream_nothing_for_an_immutable_tag_and_a_head_otherwise(
     mirror_factory: MirrorFactory,
     upstream: Distribution,
     pushed_images: PushedImageCache,
     tmp_path: Path,
+    tag: str,
+    asked: list[str],
 ) -> None:
-    image = pushed_images.get(upstream, "small", tag="1.0")
+    image = pushed_images.get(upstream, "small", tag=tag)
     mirror = hub(mirror_factory, upstream)
     requests = warm_pull_requests(mirror, upstream, image, tmp_path)
-    assert requests == []
+    prefix = f"/v2/{image.name}"
+    assert [f"{r.method} {r.path.removeprefix(prefix)}" for r in requests] == asked
     assert dir_manifest(tmp_path / "warm") == image.manifest_bytes
-
-
-def test_a_second_pull_of_a_mutable_tag_costs_exactly_one_upstream_head(
-    mirror_factory: MirrorFactory,
-    upstream: Distribution,
-    pushed_images: PushedImageCache,
-    tmp_path: Path,
-) -> None:
-    image = pushed_images.get(upstream, "small", tag="latest")
-    mirror = hub(mirror_factory, upstream)
-    requests = warm_pull_requests(mirror, upstream, image, tmp_path)
-    assert [(r.method, r.path) for r in requests] == [
-        ("HEAD", f"/v2/{image.name}/manifests/latest")
-    ]
 
 
 def test_retagging_upstream_makes_the_next_pull_return_the_new_digest(
@@ -119,7 +106,7 @@ def test_retagging_upstream_makes_the_next_pull_return_the_new_digest(
     assert second.digest != first.digest
     skopeo_copy(through(mirror, second), tmp_path / "two")
     assert dir_manifest(tmp_path / "two") == second.manifest_bytes
-    mirror.wait_for_blobs(all_digests(second))
+    mirror.wait_for_blobs(second.all_digests)
     tag_file = mirror.data_root / "repositories" / REPO / unique_repo / "_manifests/tags/latest"
     poll_until(
         lambda: second.digest in tag_file.read_text(), 30, what="the tag to point at the new digest"
@@ -138,36 +125,27 @@ def test_an_arm64_pull_of_a_multi_platform_index_gets_the_arm64_manifest(
     assert dir_manifest(tmp_path / "arm") == arm.raw
 
 
-def test_an_all_platforms_pull_of_an_index_is_byte_identical(
+@pytest.mark.parametrize("kind", ["multi_platform_image", "docker_list_image"])
+def test_an_all_platforms_pull_of_an_oci_index_or_a_docker_manifest_list_is_byte_identical(
     mirror_factory: MirrorFactory,
     upstream: Distribution,
-    multi_platform_image: PushedImage,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
+    kind: str,
 ) -> None:
+    image: PushedImage = request.getfixturevalue(kind)
     mirror = hub(mirror_factory, upstream)
-    skopeo_copy(through(mirror, multi_platform_image), tmp_path / "all", all_images=True)
-    assert dir_manifest(tmp_path / "all") == multi_platform_image.manifest_bytes
-    for manifest in multi_platform_image.manifests:
+    skopeo_copy(through(mirror, image), tmp_path / "all", all_images=True)
+    assert dir_manifest(tmp_path / "all") == image.manifest_bytes
+    for manifest in image.manifests:
         assert dir_manifest(tmp_path / "all", manifest.digest) == manifest.raw
-    settle(mirror, multi_platform_image)
-    assert mirror.stored_blobs() == all_digests(multi_platform_image)
-
-
-def test_a_docker_schema_2_manifest_list_passes_byte_identical(
-    mirror_factory: MirrorFactory,
-    upstream: Distribution,
-    docker_list_image: PushedImage,
-    tmp_path: Path,
-) -> None:
-    mirror = hub(mirror_factory, upstream)
-    skopeo_copy(through(mirror, docker_list_image), tmp_path / "all", all_images=True)
-    assert dir_manifest(tmp_path / "all") == docker_list_image.manifest_bytes
+    settle(mirror, image)
+    assert mirror.stored_blobs() == image.all_digests
     response = mirror.get(
-        f"/v2/{REPO}/{docker_list_image.name}/manifests/{docker_list_image.tag}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.list.v2+json"},
+        f"/v2/{REPO}/{image.name}/manifests/{image.tag}", headers={"Accept": image.media_type}
     )
-    assert response.headers["Content-Type"] == docker_list_image.media_type
-    assert response.headers["Docker-Content-Digest"] == docker_list_image.digest
+    assert response.headers["Content-Type"] == image.media_type
+    assert response.headers["Docker-Content-Digest"] == image.digest
 
 
 @pytest.mark.timeout(600)
@@ -178,7 +156,7 @@ def test_a_large_image_pulls_cold_and_warm_with_the_right_digest(
     tmp_path: Path,
 ) -> None:
     image = pushed_images.get(upstream, "large", tag="1.0", size_mib=100)
-    layer = max(image.blobs, key=lambda b: b.size)
+    layer = image.largest_blob
     assert layer.size >= 100 * 1024 * 1024
     mirror = hub(mirror_factory, upstream)
     assert warm_pull_requests(mirror, upstream, image, tmp_path, timeout_s=300) == []
@@ -214,9 +192,8 @@ def test_an_upstream_with_token_auth_is_pulled_through_and_its_token_is_reused(
     skopeo_copy(through(mirror, image), tmp_path / "one")
     assert dir_manifest(tmp_path / "one") == image.manifest_bytes
     first = token_server.requests_since(mark)
-    assert len(first) >= 1
-    # The frontend and the cacher share one token cache: one token for the scope.
-    assert len({tuple(r.scopes) for r in first}) == 1
+    # The frontend and the cacher share one token cache: one token request for the pull.
+    assert [r.status for r in first] == [200], first
     settle(mirror, image)
     mark = token_server.mark()
     skopeo_copy(through(mirror, image), tmp_path / "two")  # mutable tag: one HEAD upstream
@@ -243,14 +220,7 @@ def test_a_cold_pull_fetches_each_blob_from_upstream_once_the_cacher_commits_the
     ]
     assert sorted(blob_gets) == sorted(f"/v2/{image.name}/blobs/{d}" for d in image.blob_digests)
     assert "committed staged blob" in mirror.log()
-    assert (
-        list(
-            (mirror.data_root / "_staging").glob(
-                f"*{max(image.blobs, key=lambda b: b.size).digest[7:]}*"
-            )
-        )
-        == []
-    )
+    assert list((mirror.data_root / "_staging").glob(f"*{image.largest_blob.digest[7:]}*")) == []
 
 
 def test_a_client_that_does_not_accept_the_cached_type_gets_what_the_upstream_negotiates(

@@ -3,14 +3,16 @@ catalog listing with pagination."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import PushedImage
 from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
-from tests.fixtures.plugin import pusher_for
+from tests.fixtures.plugin import PushedImageCache, pusher_for
 from tests.fixtures.skopeo import skopeo_copy
 
 REPO = "docker-io"
@@ -31,8 +33,8 @@ def warm(
 
 
 def biggest_blob(image: PushedImage) -> tuple[str, bytes]:
-    blob = max(image.blobs, key=lambda b: b.size)
-    return blob.digest, blob.data
+    blob = image.largest_blob
+    return blob.digest, blob.read()
 
 
 def test_a_cached_blob_answers_get_and_head_with_digest_length_and_type(
@@ -59,10 +61,8 @@ def test_a_cached_blob_answers_get_and_head_with_digest_length_and_type(
 def test_a_single_byte_range_of_a_cached_blob_is_a_206_with_content_range(
     warm: Mirror, small_image: PushedImage, range_header: str, start: int, stop: int | None
 ) -> None:
-    digest, data = biggest_blob(small_image)
-    response = warm.get(
-        f"/v2/{REPO}/{small_image.name}/blobs/{digest}", headers={"Range": range_header}
-    )
+    _, data = biggest_blob(small_image)
+    response = ranged_get(warm, small_image, range_header)
     assert response.status_code == 206
     expected = data[start:stop]
     assert response.content == expected
@@ -73,19 +73,28 @@ def test_a_single_byte_range_of_a_cached_blob_is_a_206_with_content_range(
     )
 
 
-@pytest.mark.parametrize(
-    "range_header", ["bytes=999999-", "bytes=0-1,4-5", "items=0-1", "bytes=9-3"]
-)
-def test_an_unsatisfiable_or_multiple_range_is_a_416_oci_error(
+def ranged_get(mirror: Mirror, image: PushedImage, range_header: str) -> requests.Response:
+    digest, _ = biggest_blob(image)
+    return mirror.get(f"/v2/{REPO}/{image.name}/blobs/{digest}", headers={"Range": range_header})
+
+
+@pytest.mark.parametrize("range_header", ["bytes=999999-", "bytes=-0"])
+def test_a_range_nothing_can_satisfy_is_a_416_oci_error(
     warm: Mirror, small_image: PushedImage, range_header: str
 ) -> None:
-    digest, data = biggest_blob(small_image)
-    response = warm.get(
-        f"/v2/{REPO}/{small_image.name}/blobs/{digest}", headers={"Range": range_header}
-    )
+    response = ranged_get(warm, small_image, range_header)
     assert response.status_code == 416
-    assert response.headers["Content-Range"] == f"bytes */{len(data)}"
+    assert response.headers["Content-Range"] == f"bytes */{small_image.largest_blob.size}"
     assert response.json()["errors"][0]["code"] == "RANGE_INVALID"
+
+
+@pytest.mark.parametrize("range_header", ["bytes=0-1,4-5", "items=0-1", "bytes=9-3"])
+def test_several_ranges_another_unit_or_an_invalid_range_get_the_whole_blob(
+    warm: Mirror, small_image: PushedImage, range_header: str
+) -> None:
+    response = ranged_get(warm, small_image, range_header)
+    assert (response.status_code, response.content) == (200, biggest_blob(small_image)[1])
+    assert "Content-Range" not in response.headers
 
 
 def test_if_none_match_with_the_digest_is_a_304_for_blobs_and_manifests(
@@ -95,12 +104,20 @@ def test_if_none_match_with_the_digest_is_a_304_for_blobs_and_manifests(
     blob = warm.get(
         f"/v2/{REPO}/{small_image.name}/blobs/{digest}", headers={"If-None-Match": f'"{digest}"'}
     )
-    assert blob.status_code == 304
     manifest = warm.get(
         f"/v2/{REPO}/{small_image.name}/manifests/{small_image.tag}",
         headers={"If-None-Match": f'"{small_image.digest}"'},
     )
-    assert manifest.status_code == 304
+    for answer, expected in ((blob, digest), (manifest, small_image.digest)):
+        assert answer.status_code == 304
+        assert answer.content == b""
+        assert answer.headers["ETag"] == f'"{expected}"'
+        assert answer.headers["Docker-Content-Digest"] == expected
+    # Another digest is no match: the full answer.
+    other = warm.get(
+        f"/v2/{REPO}/{small_image.name}/blobs/{digest}", headers={"If-None-Match": '"sha256:0"'}
+    )
+    assert other.status_code == 200
 
 
 def test_a_cached_manifest_answers_head_and_get_by_tag_and_digest_with_exact_bytes(
@@ -144,9 +161,26 @@ def test_a_tag_list_pages_with_n_and_last_and_a_link_header(
 
 
 def test_the_catalog_lists_cached_repositories_with_pagination(
-    warm: Mirror, small_image: PushedImage
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    pushed_images: PushedImageCache,
+    unique_repo: str,
 ) -> None:
-    catalog = warm.get("/v2/_catalog").json()
-    assert catalog == {"repositories": [f"{REPO}/{small_image.name}"]}
-    page = warm.get("/v2/_catalog?n=0")
-    assert page.json() == {"repositories": []}
+    images = [pushed_images.get(upstream, "small", name=f"{unique_repo}/{n}") for n in "cab"]
+    mirror = mirror_factory(
+        {REPO: {"immutable_tags": True, "upstream": [upstream_entry(upstream)]}}
+    )
+    for image in images:
+        assert mirror.get(f"/v2/{REPO}/{image.name}/manifests/{image.tag}").status_code == 200
+        mirror.wait_for_tag(f"{REPO}/{image.name}", image.tag)
+    names = sorted(f"{REPO}/{image.name}" for image in images)
+    assert mirror.get("/v2/_catalog").json() == {"repositories": names}
+    first = mirror.get("/v2/_catalog?n=2")
+    assert first.json() == {"repositories": names[:2]}
+    link = re.fullmatch(r'<(/v2/_catalog\?[^>]+)>; rel="next"', first.headers["Link"])
+    assert link is not None, first.headers["Link"]
+    second = mirror.get(link[1])
+    assert second.json() == {"repositories": names[2:]}
+    assert "Link" not in second.headers
+    assert mirror.get(f"/v2/_catalog?n=5&last={names[0]}").json() == {"repositories": names[1:]}
+    assert mirror.get("/v2/_catalog?n=0").json() == {"repositories": []}

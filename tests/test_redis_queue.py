@@ -69,7 +69,15 @@ async def eventually(
             return result
         if time.monotonic() > end:
             raise AssertionError(f"condition not met within {deadline_s}s; last: {result!r}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the poll interval
+
+
+async def reserve_one(queue: RedisQueue, consumer: str, block_secs: float = 0.1) -> Delivery:
+    """The next delivery for `consumer`, polling until there is one (10 s at most)."""
+    (delivery,) = await eventually(
+        lambda: queue.reserve(consumer, 1, block_secs=block_secs), lambda got: len(got) == 1
+    )
+    return delivery
 
 
 async def test_a_job_round_trips_with_all_fields_and_a_bytes_payload(
@@ -114,7 +122,9 @@ async def test_reserve_waits_at_most_block_secs_when_the_queue_is_empty(
         started = time.monotonic()
         assert await queue.reserve("c1", 5, block_secs=0.3) == []
         elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 2.0
+    # Redis times the block in milliseconds; the upper bound leaves room for a busy machine
+    # and still fails a reserve that waits far longer than asked (or forever).
+    assert 0.29 <= elapsed < 3.0
 
 
 async def test_a_job_that_is_never_acked_is_claimed_by_another_consumer_after_the_timeout(
@@ -122,14 +132,12 @@ async def test_a_job_that_is_never_acked_is_claimed_by_another_consumer_after_th
 ) -> None:
     async with open_queue(redis_server, claim_timeout_secs=1.0) as queue:
         await queue.enqueue(make_job(7))
+        asked_at = time.monotonic()  # before the delivery: it is claimable 1 s after it
         (dying,) = await queue.reserve("dying-cacher", 1, block_secs=1.0)
-        reserved_at = time.monotonic()
         assert await queue.reserve("survivor", 1, block_secs=0) == []
 
-        (claimed,) = await eventually(
-            lambda: queue.reserve("survivor", 1, block_secs=0.1), lambda got: len(got) == 1
-        )
-        assert time.monotonic() - reserved_at >= 0.9
+        claimed = await reserve_one(queue, "survivor")
+        assert time.monotonic() - asked_at >= 0.99
         assert claimed.id == dying.id
         assert claimed.job == dying.job
         await queue.ack(claimed)
@@ -146,7 +154,12 @@ async def test_a_claimed_entry_that_was_deleted_meanwhile_is_not_delivered(
         await queue.enqueue(make_job(1))
         (delivery,) = await queue.reserve("dying-cacher", 1, block_secs=1.0)
         await client.xdel(queue.jobs_key, delivery.id)
-        await asyncio.sleep(0.3)  # let it become claimable
+
+        async def idle_ms() -> int:
+            (entry,) = await client.xpending_range(queue.jobs_key, "cachers", "-", "+", 1)
+            return int(entry["time_since_delivered"])
+
+        await eventually(idle_ms, lambda idle: idle > 250)  # claimable now
         assert await queue.reserve("survivor", 5, block_secs=0) == []
         pending = await client.xpending(queue.jobs_key, "cachers")
         assert pending["pending"] == 0
@@ -161,13 +174,9 @@ async def test_a_job_whose_consumers_keep_dying_is_handed_over_for_dead_letterin
         (first,) = await queue.reserve("c0", 1, block_secs=1.0)
         assert first.job == job
         # Deliveries 2 (claim) and 3 (claim): the second claim exceeds max_attempts.
-        (second,) = await eventually(
-            lambda: queue.reserve("c1", 1, block_secs=0), lambda got: len(got) == 1
-        )
+        second = await reserve_one(queue, "c1", block_secs=0)
         assert second.job == job
-        (third,) = await eventually(
-            lambda: queue.reserve("c2", 1, block_secs=0), lambda got: len(got) == 1
-        )
+        third = await reserve_one(queue, "c2", block_secs=0)
         assert third.id == first.id
         assert third.job is None
         assert third.raw_error is not None and "delivered 3 times" in third.raw_error
@@ -188,10 +197,8 @@ async def test_retry_makes_the_job_reappear_only_after_its_delay_with_the_next_a
         assert await queue.depth() == 1  # waiting in the delayed set
         assert await queue.reserve("c1", 1, block_secs=0) == []
 
-        (again,) = await eventually(
-            lambda: queue.reserve("c1", 1, block_secs=0.1), lambda got: len(got) == 1
-        )
-        assert time.monotonic() - retried_at >= 0.55
+        again = await reserve_one(queue, "c1")
+        assert time.monotonic() - retried_at >= 0.59  # due 0.6 s after the retry was asked
         assert again.id != delivery.id
         assert again.job is not None
         assert again.job.attempt == 1
@@ -298,7 +305,7 @@ async def test_enqueue_while_redis_is_stopped_fails_fast_and_works_after_a_resta
         started = time.monotonic()
         with pytest.raises(QueueUnavailable):
             await queue.enqueue(make_job(2))
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 5.0  # no retry loop (a refused port is instant)
         with pytest.raises(QueueUnavailable):
             await queue.reserve("c1", 1, block_secs=0.1)
         with pytest.raises(QueueUnavailable):

@@ -21,7 +21,7 @@ from tests.fixtures.haproxy import Haproxy
 from tests.fixtures.images import PushedImage
 from tests.fixtures.mirror import Mirror, MirrorFactory, upstream_entry
 from tests.fixtures.plugin import PushedImageCache, pusher_for
-from tests.fixtures.ports import free_port, poll_until
+from tests.fixtures.ports import poll_until
 from tests.fixtures.redis_server import RedisServer, enqueue_jobs
 from tests.fixtures.s3_server import S3Server, bucket_name
 from tests.fixtures.skopeo import dir_manifest, skopeo_copy
@@ -60,15 +60,6 @@ class Cluster:
         )
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def repositories(upstream: Distribution) -> dict[str, Any]:
     return {REPO: {"immutable_tags": True, "upstream": [upstream_entry(upstream)]}}
 
@@ -77,10 +68,11 @@ def repositories(upstream: Distribution) -> dict[str, Any]:
 def cluster_factory(
     mirror_factory: MirrorFactory,
     s3_server: S3Server,
-    redis: RedisServer,
+    redis_server: RedisServer,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Any]:
+    redis = redis_server
     balancers: list[Haproxy] = []
 
     def make(
@@ -102,7 +94,7 @@ def cluster_factory(
                 mirror_factory(
                     repositories(upstream),
                     storage=storage,
-                    redis_url=redis.url,
+                    redis_url=redis_server.url,
                     command="frontend",
                     extra=extra,
                     global_=global_,
@@ -113,7 +105,7 @@ def cluster_factory(
             cacher = mirror_factory(
                 cacher_repositories or repositories(upstream),
                 storage=storage,
-                redis_url=redis.url,
+                redis_url=redis_server.url,
                 command="cacher",
                 extra=extra,
                 global_=global_,
@@ -134,10 +126,6 @@ def cluster_factory(
         balancer.stop()
 
 
-def all_digests(image: PushedImage) -> set[str]:
-    return {image.digest, *image.blob_digests}
-
-
 def test_any_frontend_serves_what_any_cacher_stored_with_zero_upstream_requests(
     cluster_factory: Any, upstream: Distribution, pushed_images: PushedImageCache, tmp_path: Path
 ) -> None:
@@ -146,8 +134,8 @@ def test_any_frontend_serves_what_any_cacher_stored_with_zero_upstream_requests(
     assert cluster.balancer is not None
     skopeo_copy(f"{cluster.balancer.host_port}/{REPO}/{image.name}:{image.tag}", tmp_path / "cold")
     assert dir_manifest(tmp_path / "cold") == image.manifest_bytes
-    cluster.wait_for_blobs(all_digests(image))
-    for digest in all_digests(image):
+    cluster.wait_for_blobs(image.all_digests)
+    for digest in image.all_digests:
         assert hashlib.sha256(cluster.blob_bytes(digest)).hexdigest() == digest[7:]
     mark = upstream.mark()
     for index, frontend in enumerate(cluster.frontends):
@@ -164,8 +152,8 @@ def test_a_blob_hit_on_s3_is_a_redirect_to_a_presigned_url(
     cluster = cluster_factory(upstream, frontends=1, cachers=1)
     frontend = cluster.frontends[0]
     skopeo_copy(f"{frontend.host_port}/{REPO}/{small_image.name}:{small_image.tag}", tmp_path / "o")
-    cluster.wait_for_blobs(all_digests(small_image))
-    blob = max(small_image.blobs, key=lambda b: b.size)
+    cluster.wait_for_blobs(small_image.all_digests)
+    blob = small_image.largest_blob
     path = f"/v2/{REPO}/{small_image.name}/blobs/{blob.digest}"
     poll_until(
         lambda: frontend.get(path, allow_redirects=False).status_code == 307, 30, what="layer link"
@@ -181,8 +169,8 @@ def test_a_blob_hit_on_s3_without_redirects_is_streamed_with_range_support(
     cluster = cluster_factory(upstream, frontends=1, cachers=1, redirect=False)
     frontend = cluster.frontends[0]
     skopeo_copy(f"{frontend.host_port}/{REPO}/{small_image.name}:{small_image.tag}", tmp_path / "o")
-    cluster.wait_for_blobs(all_digests(small_image))
-    blob = max(small_image.blobs, key=lambda b: b.size)
+    cluster.wait_for_blobs(small_image.all_digests)
+    blob = small_image.largest_blob
     path = f"/v2/{REPO}/{small_image.name}/blobs/{blob.digest}"
     poll_until(lambda: frontend.get(path).status_code == 200, 30, what="layer served")
     mark = upstream.mark()
@@ -198,16 +186,16 @@ def test_a_cacher_killed_mid_blob_leaves_no_partial_object_and_another_cacher_fi
     cluster_factory: Any,
     upstream: Distribution,
     pushed_images: PushedImageCache,
-    redis: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     image = pushed_images.get(upstream, "large", tag="1.0", size_mib=100)
-    layer = max(image.blobs, key=lambda b: b.size)
+    layer = image.largest_blob
     # A short claim timeout so the survivor takes the dead cacher's job over quickly.
     cluster = cluster_factory(upstream, frontends=0, cachers=1, queue={"claim_timeout_secs": 3})
     doomed = cluster.cachers[0]
     # A job the cacher fetches and uploads itself (nothing staged by a frontend).
     enqueue_jobs(
-        redis.url, [CacheJob(JobKind.BLOB, REPO, image.name, layer.digest, size=layer.size)]
+        redis_server.url, [CacheJob(JobKind.BLOB, REPO, image.name, layer.digest, size=layer.size)]
     )
     poll_until(
         lambda: bool(cluster.s3.multipart_uploads(cluster.bucket)),
@@ -225,13 +213,16 @@ def test_pulls_keep_working_while_redis_is_down_and_caching_resumes_after(
     cluster_factory: Any,
     upstream: Distribution,
     pushed_images: PushedImageCache,
-    redis: RedisServer,
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
-    cluster = cluster_factory(upstream, frontends=1, cachers=1)
+    # The cacher tries Redis again at most a second after it is back.
+    cluster = cluster_factory(
+        upstream, frontends=1, cachers=1, queue={"reconnect_backoff_max_secs": 1}
+    )
     frontend = cluster.frontends[0]
     first = pushed_images.get(upstream, "small", name="split/redis-down", tag="1.0")
-    redis.stop()
+    redis_server.stop()
     skopeo_copy(f"{frontend.host_port}/{REPO}/{first.name}:{first.tag}", tmp_path / "down")
     assert dir_manifest(tmp_path / "down") == first.manifest_bytes
     ready = frontend.get("/readyz")
@@ -239,16 +230,20 @@ def test_pulls_keep_working_while_redis_is_down_and_caching_resumes_after(
     assert ready.json()["checks"]["queue"].startswith("degraded")
     frontend.wait_for_log("caching degraded")
     assert frontend.log().count("caching degraded") == 1
-    redis.start()
+    redis_server.start()
     poll_until(
         lambda: frontend.get("/readyz").json()["checks"]["queue"] == "ok", 30, what="queue back"
     )
-    second = pushed_images.get(upstream, "small", name="split/redis-back", tag="1.0")
+    # No blob in common with the first: those are still served from the downloads made
+    # while Redis was down (a spool answers late arrivals for a grace period).
+    second = pushed_images.get(
+        upstream, "large", name="split/redis-back", tag="1.0", size_mib=1, seed=18
+    )
 
     def pulled_and_cached() -> bool:
         shutil.rmtree(tmp_path / "back", ignore_errors=True)
         skopeo_copy(f"{frontend.host_port}/{REPO}/{second.name}:{second.tag}", tmp_path / "back")
-        return all_digests(second) <= cluster.stored_blobs()
+        return second.all_digests <= cluster.stored_blobs()
 
     poll_until(pulled_and_cached, 60, what="caching to resume")
 
@@ -257,13 +252,11 @@ def test_a_job_whose_upstream_keeps_failing_ends_in_the_dead_letter_stream(
     cluster_factory: Any,
     upstream: Distribution,
     unique_repo: str,
-    redis: RedisServer,
-    tmp_path: Path,
+    redis_server: RedisServer,
+    refused_url: str,
 ) -> None:
     image = pusher_for(upstream).large_image(unique_repo, "1.0", size_mib=1)
-    dead_upstream = {
-        REPO: {"upstream": [{"url": f"http://127.0.0.1:{free_port()}", "connect_timeout_secs": 1}]}
-    }
+    dead_upstream = {REPO: {"upstream": [{"url": refused_url, "connect_timeout_secs": 1}]}}
     cluster = cluster_factory(
         upstream,
         frontends=1,
@@ -271,15 +264,15 @@ def test_a_job_whose_upstream_keeps_failing_ends_in_the_dead_letter_stream(
         queue={"max_attempts": 2, "retry_backoff_secs": 0.2},
         cacher_repositories=dead_upstream,
     )
-    layer = max(image.blobs, key=lambda b: b.size)
+    layer = image.largest_blob
     # As a frontend enqueues it when it could not stage the bytes: the cacher must fetch.
     enqueue_jobs(
-        redis.url,
+        redis_server.url,
         [CacheJob(JobKind.BLOB, REPO, image.name, layer.digest, size=layer.size)],
     )
 
     def dead_lettered() -> bool:
-        client = redis_py.Redis.from_url(redis.url)
+        client = redis_py.Redis.from_url(redis_server.url)
         try:
             entries = client.xrange("simple-registry:dead")
         finally:
@@ -300,8 +293,8 @@ def test_on_s3_the_cacher_commits_what_the_frontend_streamed_without_fetching_it
     frontend, cacher = cluster.frontends[0], cluster.cachers[0]
     mark = upstream.mark()
     skopeo_copy(f"{frontend.host_port}/{REPO}/{image.name}:{image.tag}", tmp_path / "o")
-    cluster.wait_for_blobs(all_digests(image))
-    layer = max(image.blobs, key=lambda b: b.size)
+    cluster.wait_for_blobs(image.all_digests)
+    layer = image.largest_blob
     gets = [
         r
         for r in upstream.settled_requests_since(mark)

@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 import requests
@@ -89,16 +89,30 @@ def leftovers(objects: ObjectStore, request: pytest.FixtureRequest) -> list[str]
 
 
 def all_files(objects: ObjectStore, request: pytest.FixtureRequest) -> list[str]:
-    """Every stored thing, committed or not (fs files, S3 objects and open uploads)."""
+    """Every stored thing, committed or not (fs files, S3 objects and open uploads); not
+    the fs writers' owner locks, which say who writes, not what is stored."""
     if isinstance(objects, FsObjectStore):
         return [
             str(Path(folder, name).relative_to(objects.root))
             for folder, _dirs, files in os.walk(objects.root)
             for name in files
+            if Path(folder) != objects.owners_folder
         ]
     assert isinstance(objects, S3ObjectStore)
     server: S3Server = request.getfixturevalue("s3_server")
     return server.object_names(objects.bucket) + server.multipart_uploads(objects.bucket)
+
+
+Store = TypeVar("Store", bound=ObjectStore)
+
+
+@contextlib.asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Store]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture(params=["fs", "s3"])
@@ -110,11 +124,15 @@ async def objects(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         make: S3SettingsFactory = request.getfixturevalue("s3_settings_factory")
         store = S3ObjectStore(make(), redirect=False)
         assert store.settings.multipart_part_size == PART
-    await store.open()
-    try:
+    async with opened(store):
         yield store
-    finally:
-        await store.close()
+
+
+@pytest.fixture
+async def fs_objects(tmp_path: Path) -> AsyncIterator[FsObjectStore]:
+    """The filesystem store alone, for what only it has to get right."""
+    async with opened(FsObjectStore(tmp_path / "store")) as store:
+        yield store
 
 
 @pytest.fixture
@@ -151,7 +169,9 @@ async def test_deleting_a_missing_key_is_not_an_error(objects: ObjectStore) -> N
     assert await objects.stat("nothing/here") is None
 
 
-async def test_put_replaces_the_previous_content_of_a_key(objects: ObjectStore) -> None:
+async def test_put_replaces_the_previous_content_of_a_key(fs_objects: FsObjectStore) -> None:
+    # On S3 a PutObject replaces the object by definition: only the filesystem is ours.
+    objects = fs_objects
     await objects.put("k/v", b"first version, longer")
     await objects.put("k/v", b"second")
 
@@ -289,8 +309,11 @@ async def test_an_aborted_write_leaves_nothing_behind(
 
 
 async def test_an_aborted_write_keeps_the_previous_version_of_the_key(
-    objects: ObjectStore,
+    fs_objects: FsObjectStore,
 ) -> None:
+    # On S3 an aborted upload never touches the key (S3 guarantees it; that nothing of it
+    # is left is checked above): only the filesystem's temp-file-and-rename is ours.
+    objects = fs_objects
     await objects.put("repo/kept", b"old")
     writer = await objects.writer("repo/kept")
     await writer.write(payload(PART + 1))
@@ -453,16 +476,10 @@ async def test_tag_and_repository_listings_are_exact_sorted_and_ignore_blobs(
 # -- S3 only ----------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def opened_s3(
+def opened_s3(
     make: S3SettingsFactory, redirect: bool = True, **options: str
-) -> AsyncIterator[S3ObjectStore]:
-    store = S3ObjectStore(make(**options), redirect=redirect)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+) -> contextlib.AbstractAsyncContextManager[S3ObjectStore]:
+    return opened(S3ObjectStore(make(**options), redirect=redirect))
 
 
 @pytest.fixture
@@ -554,8 +571,9 @@ async def test_a_streamed_write_holds_about_one_part_in_memory(s3_objects: S3Obj
     stat = await s3_objects.stat("blobs/memory")
     assert stat is not None and stat.size == total
     # One part buffered, plus the 1 MiB slices botocore reads to sign the payload and what
-    # the socket transport holds while sending (measured: about 7 MiB with 5 MiB parts).
-    assert peak < 1.6 * PART, f"peak {peak / MiB:.1f} MiB for {total / MiB:.0f} MiB written"
+    # the socket transport holds while sending (measured: about 7 MiB with 5 MiB parts);
+    # a writer that kept two parts, or the object, needs 10 MiB or 30 MiB.
+    assert peak < 2 * PART, f"peak {peak / MiB:.1f} MiB for {total / MiB:.0f} MiB written"
 
 
 async def test_a_read_streams_without_holding_the_object(s3_objects: S3ObjectStore) -> None:
