@@ -328,18 +328,10 @@ class RegistryStorage:
 
     async def list_names(self) -> list[StoredName]:
         """Every repository name in storage with its counts of tags, revisions and layer
-        links, from one listing (no object is read); sorted by name."""
-        names: dict[str, StoredName] = {}
-        async for key in self.objects.list(REPOSITORIES):
-            parsed = parse_repository_key(key)
-            if parsed is None or parsed.kind not in _COUNTED:
-                continue
-            entry = names.get(parsed.name)
-            if entry is None:
-                entry = names[parsed.name] = StoredName(parsed.name)
-            field = _COUNTED[parsed.kind]
-            setattr(entry, field, getattr(entry, field) + 1)
-        return [names[name] for name in sorted(names)]
+        links, from one listing (no object is read); sorted by name. The keys are counted
+        in a thread: with 10,000 images they are 50,000 and more."""
+        keys = [key async for key in self.objects.list(REPOSITORIES)]
+        return await asyncio.to_thread(_count_names, keys)
 
     async def _linked_digests(self, kind: KeyKind, name: str) -> list[tuple[str, Digest]]:
         found: list[tuple[str, Digest]] = []
@@ -405,4 +397,18 @@ class StoredName:
 
 
 _COUNTED = {KeyKind.TAG: "tags", KeyKind.REVISION: "revisions", KeyKind.LAYER: "layers"}
+
+
+def _count_names(keys: list[str]) -> list[StoredName]:
+    names: dict[str, StoredName] = {}
+    for key in keys:
+        parsed = parse_repository_key(key)
+        if parsed is None or parsed.kind not in _COUNTED:
+            continue
+        entry = names.get(parsed.name)
+        if entry is None:
+            entry = names[parsed.name] = StoredName(parsed.name)
+        field = _COUNTED[parsed.kind]
+        setattr(entry, field, getattr(entry, field) + 1)
+    return [names[name] for name in sorted(names)]
 _LINK_READS_AT_ONCE = 32

@@ -33,7 +33,6 @@ COST_FACTOR = 50.0
 # After a change made through the UI, a snapshot that took less than this is awaited.
 QUICK_SECS = 0.5
 SIZES_BYTES = 4 * 1024 * 1024
-SIZE_TTL_SECS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +113,14 @@ class Catalog:
         return Image(stored.name, repository.name, stored.tags, stored.revisions, stored.layers)
 
     async def size(self, image: Image) -> int:
-        """Bytes of the blobs pulled through the image (its layer links), remembered for a
-        while per name and link count."""
+        """Bytes of the blobs pulled through the image (its layer links). Remembered by
+        name and link count: a link records the size of content-addressed bytes, so the
+        sum changes only when the links do."""
         key = (image.name, image.blobs)
         size = self._sizes.get(key)
         if size is None:
             size = sum((await self.storage.layer_links(image.name)).values())
-            self._sizes.put(key, size, weight=len(image.name) + 64, ttl=SIZE_TTL_SECS)
+            self._sizes.put(key, size, weight=len(image.name) + 64)
         return size
 
     async def close(self) -> None:
