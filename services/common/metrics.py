@@ -67,13 +67,13 @@ class Metrics:
         )
         self.bytes_served = Counter(
             "registry_bytes_served_total",
-            "Blob and manifest bytes sent to clients",
+            "Blob bytes sent to clients, by source (cache, upstream)",
             ["source"],
             registry=r,
         )
         self.streams_in_flight = Gauge(
             "registry_upstream_streams_in_flight",
-            "Blob downloads streaming from upstream now",
+            "Clients being sent a blob that is still arriving from its upstream",
             registry=r,
         )
         self.queue_depth = Gauge(
