@@ -48,9 +48,12 @@ class Lifecycle:
         self.reader = ReferenceReader(storage)  # kept across runs: manifests never change
         self.grace = settings.eviction.blob_grace_secs
 
-    async def _survey(self, *, pull_times: bool) -> Survey:
+    async def _look(self, *, pull_times: bool) -> tuple[Survey, Graph, dict[str, int]]:
+        """Storage now: the survey, its images, every blob's size."""
         inventory = await take_inventory(self.storage.objects)
-        return await survey(inventory, self.reader, pull_times=pull_times)
+        seen = await survey(inventory, self.reader, pull_times=pull_times)
+        sizes = {digest: info.size for digest, info in inventory.blobs.items()}
+        return seen, Graph(seen.states, seen.references), sizes
 
     # -- prune --------------------------------------------------------------------------
 
@@ -85,10 +88,8 @@ class Lifecycle:
         does; the `prune` command does, a cacher's cycle does not: a repository missing from
         one process's configuration must not empty the cache)."""
         now = time.time()
-        seen = await self._survey(pull_times=self._needs_pull_times())
+        seen, graph, sizes = await self._look(pull_times=self._needs_pull_times())
         inventory = seen.inventory
-        graph = Graph(seen.states, seen.references)
-        sizes = {digest: info.size for digest, info in inventory.blobs.items()}
         judge = self._judges(graph, now, orphans)
         plan = plan_prune(graph, sizes, judge, self.settings.eviction.max_size)
         report = Report("prune", dry_run, max_size=self.settings.eviction.max_size)
@@ -165,10 +166,8 @@ class Lifecycle:
         check: Callable[[], None] = lambda: None,
     ) -> Report:
         now = time.time()
-        seen = await self._survey(pull_times=False)
+        seen, graph, sizes = await self._look(pull_times=False)
         inventory = seen.inventory
-        graph = Graph(seen.states, seen.references)
-        sizes = {digest: info.size for digest, info in inventory.blobs.items()}
         keep_all = plan_prune(graph, sizes, lambda image: Verdict(True, "scrub"), None)
         report = Report("scrub", dry_run)
         collection = Collection()
