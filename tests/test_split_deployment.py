@@ -247,6 +247,16 @@ def test_pulls_keep_working_while_redis_is_down_and_caching_resumes_after(
 
     poll_until(pulled_and_cached, 60, what="caching to resume")
 
+    # The image pulled while Redis was down gets cached too when pulled again: its
+    # downloads were not handed to any cache job, so they answer nobody any more.
+    def first_cached() -> bool:
+        shutil.rmtree(tmp_path / "again", ignore_errors=True)
+        skopeo_copy(f"{frontend.host_port}/{REPO}/{first.name}:{first.tag}", tmp_path / "again")
+        return first.all_digests <= cluster.stored_blobs()
+
+    # Well within the spools' 30 s grace period: a fresh download, not a wait for expiry.
+    poll_until(first_cached, 15, what="the image pulled during the outage to be cached")
+
 
 def test_a_job_whose_upstream_keeps_failing_ends_in_the_dead_letter_stream(
     cluster_factory: Any,

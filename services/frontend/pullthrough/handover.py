@@ -56,12 +56,15 @@ class HandOver(abc.ABC):
         )
         if spool.written <= INLINE_LIMIT:
             data = await asyncio.to_thread(spool.path.read_bytes)
-            await self.jobs.submit_now(replace(job, data=data))
-            return
-        await self._hand_over_staged(job, spool)
+            queued = await self.jobs.submit_now(replace(job, data=data))
+        else:
+            queued = await self._hand_over_staged(job, spool)
+        if not queued:
+            spool.state = SpoolState.UNCLAIMED
 
     @abc.abstractmethod
-    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> None: ...
+    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> bool:
+        """Stage the spool and enqueue its job; True when the job was queued."""
 
 
 class RenameStaged(HandOver):
@@ -69,17 +72,18 @@ class RenameStaged(HandOver):
     process's spool folder first (which a restart of this process empties) into the
     staging folder itself, where it belongs to the job."""
 
-    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> None:
+    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> bool:
         staged = self.spool_dir / spool.path.name
         try:
             await asyncio.to_thread(os.replace, spool.path, staged)
         except OSError as error:
             log.warning("cannot stage %s (%s); the cacher will fetch it", spool.digest, error)
-            await self.jobs.submit_now(job)
-            return
+            return await self.jobs.submit_now(job)
         spool.path = staged  # later readers open it there
         if await self.jobs.submit_now(replace(job, staged=staged_key(staged.name))):
             spool.state = SpoolState.HANDED_OVER  # the cacher renames it away
+            return True
+        return False
 
 
 class CopyStaged(HandOver):
@@ -89,12 +93,14 @@ class CopyStaged(HandOver):
         super().__init__(storage, jobs, spool_dir)
         self._slots = asyncio.Semaphore(STAGING_CONCURRENCY)
 
-    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> None:
+    async def _hand_over_staged(self, job: CacheJob, spool: Spool) -> bool:
         key = await self._upload(spool)
-        if await self.jobs.submit_now(replace(job, staged=key)) or key is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.storage.objects.delete(key)
+        if await self.jobs.submit_now(replace(job, staged=key)):
+            return True
+        if key is not None:
+            with contextlib.suppress(Exception):
+                await self.storage.objects.delete(key)
+        return False
 
     async def _upload(self, spool: Spool) -> str | None:
         """The staged key, or None when staging failed (the cacher then fetches the blob)."""

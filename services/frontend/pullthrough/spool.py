@@ -48,6 +48,9 @@ class SpoolState(StrEnum):
     VERIFIED = "verified"
     HANDING_OVER = "handing-over"
     HANDED_OVER = "handed-over"
+    # Verified, but no cache job took it (the queue was down): it serves the clients
+    # already reading; the next miss downloads again, so that its bytes get cached.
+    UNCLAIMED = "unclaimed"
     FAILED = "failed"
 
 
@@ -88,6 +91,7 @@ class Spool:
             SpoolState.VERIFIED,
             SpoolState.HANDING_OVER,
             SpoolState.HANDED_OVER,
+            SpoolState.UNCLAIMED,
         )
 
     def _notify(self) -> None:
@@ -235,7 +239,7 @@ class Fanout:
     def active(self, digest: Digest) -> Spool | None:
         self._expire()
         spool = self._spools.get(str(digest))
-        if spool is not None and spool.state is SpoolState.FAILED:
+        if spool is not None and spool.state in (SpoolState.FAILED, SpoolState.UNCLAIMED):
             return None
         if spool is not None and spool.state is SpoolState.HANDED_OVER and not spool.path.exists():
             # The cacher committed it (storage answers now), or it was deleted since: a
@@ -272,7 +276,10 @@ class Fanout:
                 spool.done
                 and spool.readers == 0
                 and spool.state is not SpoolState.HANDING_OVER
-                and (spool.state is SpoolState.FAILED or now - spool.finished_at > GRACE_SECS)
+                and (
+                    spool.state in (SpoolState.FAILED, SpoolState.UNCLAIMED)
+                    or now - spool.finished_at > GRACE_SECS
+                )
             ):
                 del self._spools[key]
                 spool.discard()
