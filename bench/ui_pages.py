@@ -22,6 +22,16 @@ from bench.ui_catalog import REPOSITORY, TAG, fill_storage, image_name
 from tests.fixtures.ports import poll_until
 
 ALLOW = {"access_policy": {"default": "allow"}}
+# `--rules`: a CEL rule decides every request (and every listed image) instead.
+RULES = {
+    "access_policy": {
+        "default": "deny",
+        "rules": [
+            "request.action in ['ui-asset', 'ui-config', 'list-repositories', 'list-namespaces',"
+            " 'list-revisions', 'get-manifest', 'cache-status', 'list-tags', 'get-api-version']"
+        ],
+    }
+}
 # The lifecycle of issue 14 would walk the same 10,000 images in the background: off.
 EXTRA = {"ui": {"enabled": True}, "eviction": {"interval_secs": 0}}
 
@@ -61,11 +71,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--rules", action="store_true", help="decide with a CEL rule, per listed image too"
+    )
     args = parser.parse_args()
     require("docker-registry")
     with Bench("ui-pages") as bench:
         upstream = bench.upstream()
-        registry = registry_server(bench, upstream, "registry", global_=ALLOW, extra=EXTRA)
+        policy = RULES if args.rules else ALLOW
+        registry = registry_server(bench, upstream, "registry", global_=policy, extra=EXTRA)
         fill_secs = fill_storage(bench.path("registry", "data"), args.images)
         session = requests.Session()
         started = time.monotonic()
@@ -96,7 +110,8 @@ def main() -> None:
         print(
             f"{args.images} cached images (written in {fill_secs:.1f} s); first snapshot of "
             f"storage after {snapshot_secs:.2f} s; {args.requests} sequential requests per "
-            "page over one keep-alive connection, milliseconds to the last byte"
+            "page over one keep-alive connection, milliseconds to the last byte; access: "
+            + ("a CEL rule (each listed image decided)" if args.rules else 'default = "allow"')
         )
         print_table(["page", "first", "p50", "p95", "max"], rows)
 

@@ -127,7 +127,7 @@ async def repositories(request: web.Request) -> RepositoriesView:
     snapshot = await ui.catalog.snapshot()
     rows = []
     for repository in request.app[RUNTIME].settings.repositories.values():
-        images = await visible_images(request, snapshot.of(repository.name))
+        images = await visible_images(request, repository.name, snapshot)
         rows.append(
             RepositoryRow(
                 repository,
@@ -147,7 +147,7 @@ async def namespaces(request: web.Request, key: str) -> NamespacesView:
     query = request.query.get("q", "")[:200]
     last = request.query.get("last")
     snapshot = await ui.catalog.snapshot()
-    images = await visible_images(request, snapshot.of(key))
+    images = await visible_images(request, key, snapshot)
     if query:
         images = [image for image in images if query in image.name]
     total = len(images)

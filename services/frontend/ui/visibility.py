@@ -9,8 +9,6 @@ whose tags the identity may list (`list-tags`), and the webhook is not asked for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from aiohttp import web
 
 from ...common.errors import RegistryError
@@ -19,7 +17,11 @@ from ...common.routing import Route
 from ...common.runtime import RUNTIME
 from ..access.middleware import ACCESS, IDENTITY
 from ..actions import Action, ListTags
-from .catalog import Image
+from .catalog import Image, Snapshot
+from .state import UI
+
+# As long as the access control remembers a decision (access/control.py).
+VISIBLE_TTL_SECS = 30.0
 
 
 def _route(request: web.Request, action: Action) -> Route | None:
@@ -40,23 +42,24 @@ async def may(request: web.Request, action: Action) -> bool:
     return request.app[ACCESS].verdict(identity, action, _route(request, action)).allowed
 
 
-async def visible_images(request: web.Request, images: Sequence[Image]) -> list[Image]:
-    """The images whose tags the identity may list. When no rule can tell one name from
-    another (no rules in the global policy or the repository's), one answer covers all
-    the images of a repository."""
+async def visible_images(request: web.Request, repository: str, snapshot: Snapshot) -> list[Image]:
+    """The images of `repository` whose tags the identity may list. When no rule can tell
+    one name from another (no rules in the global policy or the repository's), one answer
+    covers them all; otherwise each is decided, and the list is remembered for this
+    identity and snapshot for as long as the access control remembers a decision."""
+    images = snapshot.of(repository)
     settings = request.app[RUNTIME].settings
-    global_rules = bool(settings.global_.access_policy.rules)
-    visible: list[Image] = []
-    answers: dict[str, bool] = {}
-    for image in images:
-        repository = settings.repositories.get(image.repository)
-        policy = repository.access_policy if repository is not None else None
-        uniform = not global_rules and not (policy is not None and policy.rules)
-        allowed = answers.get(image.repository) if uniform else None
-        if allowed is None:
-            allowed = await may(request, ListTags(RepositoryName(image.name)))
-            if uniform:
-                answers[image.repository] = allowed
-        if allowed:
-            visible.append(image)
+    configured = settings.repositories.get(repository)
+    policy = configured.access_policy if configured is not None else None
+    if not settings.global_.access_policy.rules and not (policy is not None and policy.rules):
+        if images and await may(request, ListTags(RepositoryName(images[0].name))):
+            return list(images)
+        return []
+    identity = request.get(IDENTITY)
+    remembered = request.app[UI].visible
+    key = (identity.cache_key() if identity is not None else None, repository, snapshot.taken_at)
+    visible = remembered.get(key)
+    if visible is None:
+        visible = [i for i in images if await may(request, ListTags(RepositoryName(i.name)))]
+        remembered.put(key, visible, weight=8 * len(visible), ttl=VISIBLE_TTL_SECS)
     return visible
