@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .background import running
 from .config import ConfigError, Settings, load_settings
 from .metrics import Metrics
 
@@ -139,13 +140,10 @@ class ConfigWatcher:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        task = asyncio.create_task(self._run())
         try:
-            yield
+            async with running(self._run()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
 

@@ -74,9 +74,8 @@ class Catalog(Action):
 
 
 @dataclass(frozen=True, slots=True)
-class GetManifest(NamedAction):
+class ManifestAction(NamedAction):
     reference: Reference
-    name = "get-manifest"
     route_label = "manifest"
 
     def request_variables(self) -> dict[str, Any]:
@@ -87,16 +86,13 @@ class GetManifest(NamedAction):
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteManifest(NamedAction):
-    reference: Reference
-    name = "delete-manifest"
-    route_label = "manifest"
+class GetManifest(ManifestAction):
+    name = "get-manifest"
 
-    def request_variables(self) -> dict[str, Any]:
-        variables = {**NamedAction.request_variables(self), "reference": str(self.reference)}
-        if isinstance(self.reference, Digest):
-            variables["digest"] = str(self.reference)
-        return variables
+
+@dataclass(frozen=True, slots=True)
+class DeleteManifest(ManifestAction):
+    name = "delete-manifest"
 
 
 @dataclass(frozen=True, slots=True)

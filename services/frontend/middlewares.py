@@ -27,21 +27,29 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(to_registry_error(request, error))
 
 
+async def _answered(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response; its status (an HTTPException's too) under STATUS."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        request[STATUS] = exc.status
+        raise
+    request[STATUS] = response.status
+    return response
+
+
+STATUS = web.RequestKey("status", int)
+
+
 @web.middleware
 async def trace_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A span per request (installed only with [observability.tracing])."""
     with tracing.span(f"{request.method} {request.path.split('/', 2)[1] or '/'}"):
-        status = 500
         try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
+            return await _answered(request, handler)
         finally:
             tracing.annotate("http.request.method", request.method)
-            tracing.annotate("http.response.status_code", status)
+            tracing.annotate("http.response.status_code", request.get(STATUS, 500))
             action = request.get(ACTION)
             if action is not None:
                 tracing.annotate("registry.action", action.name)
@@ -55,19 +63,14 @@ async def trace_requests(request: web.Request, handler: Handler) -> web.StreamRe
 @web.middleware
 async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    status = 500
     try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
+        return await _answered(request, handler)
     finally:
         metrics = request.app[RUNTIME].metrics
         action = request.get(ACTION)
         route = action.route_label if action is not None else "other"
-        metrics.requests.labels(route, request.method, str(status)).inc()
+        status = str(request.get(STATUS, 500))
+        metrics.requests.labels(route, request.method, status).inc()
         metrics.request_duration.labels(route, request.method).observe(
             time.perf_counter() - started
         )

@@ -10,13 +10,13 @@ until the next restart. A file that no longer loads keeps the previous one in fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ...common.background import running
 from ...common.config import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,8 @@ class ServerTls:
 
     async def watch(self, _app: object) -> AsyncIterator[None]:
         """cleanup_ctx: check the files while the app runs."""
-        task = asyncio.create_task(self._watch())
-        try:
+        async with running(self._watch()):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _watch(self) -> None:
         while True:
