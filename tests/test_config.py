@@ -312,3 +312,11 @@ def test_a_taken_port_is_a_one_line_error_naming_the_address(tmp_path: Path, com
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if "cannot listen" in line]
     assert len(lines) == 1
+
+
+def test_angos_gc_grace_secs_is_the_default_grace_of_unreferenced_blobs() -> None:
+    base = {"blob_store": {"fs": {"root_dir": "/tmp/x"}}}
+    assert parse_settings({**base, "global": {"gc_grace_secs": 42}}).eviction.blob_grace_secs == 42
+    both = {**base, "global": {"gc_grace_secs": 42}, "eviction": {"blob_grace_secs": 7}}
+    assert parse_settings(both).eviction.blob_grace_secs == 7
+    assert parse_settings({**base, "global": {"gc_grace_secs": 42}}).unknown_keys == ()

@@ -14,8 +14,14 @@ from .reader import Table
 IGNORED_TOP_LEVEL = ("cache", "metadata_store", "event_webhook")
 IGNORED_GLOBAL = (
     "max_concurrent_requests",
+    "max_concurrent_replication_jobs",
     "enable_redirect",
+    "enable_manifest_redirect",
+    "allow_missing_manifest_references",
     "event_webhooks",
+    "namespace_walk_concurrency",
+    "atime_audit_window_secs",
+    "shutdown_drain_secs",
 )
 IGNORED_REPOSITORY = ("event_webhooks",)
 IGNORED_S3 = (

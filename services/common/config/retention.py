@@ -63,14 +63,16 @@ def parse_retention_policy(table: Table | None) -> RetentionPolicy | None:
     return RetentionPolicy(tuple(rules), uses_pull_times=bool(pulls))
 
 
-def parse_eviction(table: Table | None) -> EvictionSettings:
-    if table is None:
-        return EvictionSettings()
+def parse_eviction(table: Table | None, gc_grace_secs: float | None = None) -> EvictionSettings:
+    """`[eviction]`; Angos's `[global] gc_grace_secs` is the default of its blob grace."""
     d = EvictionSettings
+    grace = gc_grace_secs if gc_grace_secs is not None else default_of(d, "blob_grace_secs")
+    if table is None:
+        return EvictionSettings(blob_grace_secs=grace)
     settings = EvictionSettings(
         max_size=table.size("max_size", default_of(d, "max_size")),
         interval_secs=table.number("interval_secs", default_of(d, "interval_secs")),
-        blob_grace_secs=table.number("blob_grace_secs", default_of(d, "blob_grace_secs")),
+        blob_grace_secs=table.number("blob_grace_secs", grace),
         pull_time_resolution_secs=table.number(
             "pull_time_resolution_secs", default_of(d, "pull_time_resolution_secs")
         ),
