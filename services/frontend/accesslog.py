@@ -2,7 +2,9 @@
 
 Same fields as aiohttp's `%a "%r" %s %b %Tfs "%{User-Agent}i"`, then `identity=` (an id,
 a username's identity key, a certificate CN or an OIDC subject — never a secret) and
-`access=` (allow, deny, or - where no decision was needed).
+`access=` (allow, deny, or - where no decision was needed). The byte count is everything the
+response sent, status line and headers included as aiohttp counts them, plus the body bytes
+that went out with sendfile past aiohttp's writer (`sent.py`): a blob's line shows its size.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from .access.middleware import DECISION, IDENTITY
+from .sent import bytes_on_the_wire
 
 
 class AuditAccessLogger(AbstractAccessLogger):
@@ -21,13 +24,14 @@ class AuditAccessLogger(AbstractAccessLogger):
         access = "-" if decision is None else ("allow" if decision.allowed else "deny")
         agent = request.headers.get("User-Agent", "-").replace('"', "'")
         label = identity.label if identity is not None else "-"
+        sent = bytes_on_the_wire(request, response)
         fields = {
             "remote": request.remote or "-",
             "method": request.method,
             "path": request.path_qs,
             "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
             "status": response.status,
-            "bytes": response.body_length,
+            "bytes": sent,
             "duration_s": round(time, 6),
             "user_agent": agent,
             "identity": label,
@@ -40,7 +44,7 @@ class AuditAccessLogger(AbstractAccessLogger):
             request.path_qs,
             fields["protocol"],
             response.status,
-            response.body_length,
+            sent,
             time,
             agent,
             label,

@@ -23,9 +23,9 @@ from .responses import (
     not_modified,
     requested_range,
     send_spool,
-    served_bytes,
     stored_blob_response,
 )
+from .sent import sent_of
 from .state import FRONTEND
 
 
@@ -111,12 +111,11 @@ async def blob(request: web.Request, route: Route, digest: Digest) -> web.Stream
         answer = await frontend.blobs.get(route, digest, head=request.method == "HEAD")
         match answer:
             case StoredBlob():
-                served = served_bytes(request, answer) if not etag_matches(request, digest) else 0
                 try:
                     response = await stored_blob_response(request, answer)
                 except BlobVanished:
                     continue  # deleted since the lookup: a miss on the next look
-                metrics.bytes_served.labels("cache").inc(served)
+                metrics.bytes_served.labels("cache").inc(sent_of(request).body)
                 return response
             case UpstreamBlobHead(size=size):
                 headers = blob_headers(digest)
@@ -139,13 +138,11 @@ async def blob(request: web.Request, route: Route, digest: Digest) -> web.Stream
                     response.content_length = spool.size
                 metrics.streams_in_flight.inc()
                 try:
-                    ok = await send_spool(request, response, spool, window)
+                    await send_spool(request, response, spool, window)
                 finally:
                     metrics.streams_in_flight.dec()
                 if not response.prepared:
                     continue  # the spool was handed to the cacher and committed: a hit now
-                if ok:
-                    sent = window.length if window is not None else spool.written
-                    metrics.bytes_served.labels("upstream").inc(sent)
+                metrics.bytes_served.labels("upstream").inc(sent_of(request).body)
                 return response
     raise BackendUnavailable("the blob moved between spool and storage; retry the request")
