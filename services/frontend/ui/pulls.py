@@ -1,7 +1,8 @@
 """Recent pulls: the manifests this process answered lately, in a bounded ring.
 
-Recorded when a manifest GET's response is about to be sent (an `on_response_prepare`
-signal, a few attribute reads per response), so the pull path itself is untouched. Per
+Recorded when a manifest GET's response is about to be sent (from the UI's
+`on_response_prepare` signal, a few attribute reads per response), so the pull path itself
+is untouched. Per
 process, lost at restart: it answers "who pulled what just now", not history.
 """
 
@@ -71,8 +72,9 @@ class RecentPulls:
         manifests (`name@digest`)."""
         return self._last.get(key)
 
-    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        if response.status != 200 or request.method != "GET":
+    def note(self, request: web.Request, response: web.StreamResponse) -> None:
+        """A GET's response is about to be sent: remember it when it answers a pull."""
+        if response.status != 200:
             return
         action = request.get(ACTION)
         # Exactly a pull: the UI's own manifest page is a subclass, and not one.

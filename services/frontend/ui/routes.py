@@ -46,19 +46,22 @@ async def asset(request: web.Request) -> web.StreamResponse:
     return request.app[UI].assets.response(request, action.path)
 
 
-async def _deleted(request: web.Request, response: web.StreamResponse) -> None:
-    """A delete went through (the registry's DELETE, from the UI or any client): the
-    listings take a new snapshot of storage soon."""
-    if request.method == "DELETE" and response.status == 202 and UI in request.app:
-        request.app[UI].catalog.invalidate()
-
-
 def setup(app: web.Application, settings: Settings, **route_options: Any) -> None:
     """Add the UI's routes, its response hooks and its resources to the frontend app."""
     assets = Assets()
     pulls = RecentPulls()
-    app.on_response_prepare.append(pulls.on_response_prepare)
-    app.on_response_prepare.append(_deleted)
+
+    async def responding(request: web.Request, response: web.StreamResponse) -> None:
+        """Every response, as it is about to be sent (one receiver, cheap on a pull): a pull
+        goes into the recent pulls; after a delete (the registry's DELETE, from the UI or any
+        client) the listings take a new snapshot of storage soon."""
+        method = request.method
+        if method == "GET":
+            pulls.note(request, response)
+        elif method == "DELETE" and response.status == 202 and UI in app:
+            app[UI].catalog.invalidate()
+
+    app.on_response_prepare.append(responding)
 
     async def ui_context(app: web.Application) -> AsyncIterator[None]:
         runtime = app[RUNTIME]
