@@ -31,7 +31,8 @@ from .frontend.serving import serve_app
 from .prefork import run_workers
 from .warming import warm_command
 
-log = logging.getLogger(__name__)
+# Run as `python -m simple_registry.cli` the module is `__main__`: name it as installed.
+log = logging.getLogger("simple_registry.cli" if __name__ == "__main__" else __name__)
 
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 1
