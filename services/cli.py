@@ -32,7 +32,7 @@ from .prefork import run_workers
 from .warming import warm_command
 
 # Run as `python -m simple_registry.cli` the module is `__main__`: name it as installed.
-log = logging.getLogger("simple_registry.cli" if __name__ == "__main__" else __name__)
+log = logging.getLogger(f"{__package__}.cli" if __name__ == "__main__" else __name__)
 
 EXIT_CONFIG = 2
 EXIT_CANNOT_LISTEN = 1
