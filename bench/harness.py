@@ -242,10 +242,11 @@ class Deployment:
     stored: Callable[[Iterable[str]], bool] = field(default=lambda _digests: True)
     other_pids: dict[str, int] = field(default_factory=dict)  # e.g. the split cacher
     quiet_s: float = 0.3  # upstream log quiet time that means "settled" (cacher included)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host_port}"
+        return f"{self.scheme}://{self.host_port}"
 
     def name(self, image: PushedImage) -> str:
         return f"{self.prefix}{image.name}"
@@ -334,11 +335,18 @@ def _repositories(upstream: Distribution) -> dict[str, Any]:
 
 
 def registry_server(
-    bench: Bench, upstream: Distribution, label: str, global_: dict[str, Any] | None = None
+    bench: Bench,
+    upstream: Distribution,
+    label: str,
+    global_: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Deployment:
-    """This registry all in one process (`server`), fs storage, in-process queue."""
+    """This registry all in one process (`server`), fs storage, in-process queue; `extra`
+    adds top-level tables (`server.tls`, `auth`, ...)."""
     root = bench.path(label)
-    config = mirror_config(root, _repositories(upstream), port=free_port(), global_=global_)
+    config = mirror_config(
+        root, _repositories(upstream), port=free_port(), global_=global_, extra=extra
+    )
     mirror = Mirror(root, config, "server")
     bench.on_exit(mirror.stop)
     mirror.start()
@@ -351,6 +359,7 @@ def registry_server(
         mirror.stop,
         _registry_cached(mirror.data_root),
         _registry_stored(mirror.data_root),
+        scheme=mirror.scheme,
     )
 
 
@@ -430,14 +439,17 @@ def curl_parallel(
     *,
     expect_size: int | Sequence[int] | None = None,
     timeout_s: float = 300,
+    extra_args: Sequence[str] = (),
 ) -> tuple[float, list[CurlResult]]:
     """GET every URL with its own curl process, all at once; (wall seconds, results).
-    ``expect_size``: the body size of every URL, or one per URL."""
+    ``expect_size``: the body size of every URL, or one per URL. ``extra_args``: more curl
+    options, e.g. ``--cacert CA -u USER:PASSWORD``."""
     args = [
         "curl",
         "-s",
         "--noproxy",
         "*",
+        *extra_args,
         "-H",
         f"Accept: {MANIFEST_ACCEPT}",
         "-o",

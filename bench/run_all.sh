@@ -21,7 +21,7 @@ fi
 
 scripts=("$@")
 if [ ${#scripts[@]} -eq 0 ]; then
-    scripts=(warm_blob warm_manifest cold_pull concurrent_cold rss)
+    scripts=(warm_blob warm_manifest cold_pull concurrent_cold rss access_control)
 fi
 
 failed=()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+from collections.abc import Sequence
 
 from bench.harness import (
     Bench,
@@ -28,17 +29,22 @@ from tests.fixtures.oci import MANIFEST_ACCEPT
 from tests.fixtures.plugin import pusher_for
 
 
-def run_wrk(url: str, threads: int, connections: int, duration: int) -> float:
-    """Requests/s; raises if any response was not 2xx/3xx or a socket failed."""
-    args = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "-H",
-        f"Accept: {MANIFEST_ACCEPT}",
-        url,
-    ]
+def run_wrk(
+    url: str,
+    threads: int,
+    connections: int,
+    duration: int,
+    headers: Sequence[str] = (),
+    timeout_s: int = 2,
+) -> float:
+    """Requests/s; raises if any response was not 2xx/3xx or a socket failed (a response
+    slower than ``timeout_s``, wrk's default 2, counts as a failed socket). ``headers``:
+    more request headers ("Name: value"), e.g. an Authorization; https URLs are TLS (wrk
+    does not verify the certificate; each connection does one handshake)."""
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s"]
+    for header in (f"Accept: {MANIFEST_ACCEPT}", *headers):
+        args += ["-H", header]
+    args.append(url)
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60).stdout
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
