@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ def test_each_user_pulls_what_the_rules_allow_and_anonymous_is_challenged(
     assert re.search(r"identity=id:alice access=allow", log)
 
 
-def test_a_verified_password_is_remembered_so_argon2_runs_once_per_client(
+def test_a_verified_password_is_remembered_so_argon2_runs_once_even_for_concurrent_requests(
     mirror_factory: MirrorFactory,
     upstream: Distribution,
     test_pki: TestPki,
@@ -221,11 +222,13 @@ def test_a_verified_password_is_remembered_so_argon2_runs_once_per_client(
         rules=["identity.username == 'alice'", "request.action == 'metrics'"],
     )  # fmt: skip
     url = f"{mirror.url}/v2/{REPO}/fixtures/small/manifests/latest"
-    for _ in range(20):
-        assert (
-            requests.get(url, headers=basic("alice", PASSWORDS["alice"]), timeout=30).status_code
-            == 200
-        )
+
+    def pull(_: int) -> int:
+        return requests.get(url, headers=basic("alice", PASSWORDS["alice"]), timeout=30).status_code
+
+    # All at once: the ones that arrive while the first is being verified wait for it.
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(pull, range(20))) == [200] * 20
     metrics = requests.get(f"{mirror.url}/metrics", timeout=30).text
     assert 'registry_password_verifications_total{result="match"} 1.0' in metrics
     assert 'registry_auth_attempts_total{method="basic",result="success"} 20.0' in metrics
@@ -277,7 +280,10 @@ def test_a_rule_that_fails_is_skipped_under_deny_and_denies_under_allow(
 
 
 def test_under_default_allow_a_true_rule_denies(
-    mirror_factory: MirrorFactory, upstream: Distribution, test_pki: TestPki, small_image: PushedImage
+    mirror_factory: MirrorFactory,
+    upstream: Distribution,
+    test_pki: TestPki,
+    small_image: PushedImage,
 ) -> None:
     mirror = start_secure(
         mirror_factory, upstream, test_pki, tls=False, users=PASSWORDS, default="allow",

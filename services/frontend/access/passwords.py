@@ -38,16 +38,28 @@ class PasswordVerifier:
         self._decoy = self._hasher.hash("decoy password for unknown usernames")
         self._remembered: LruCache[VerifiedUser] = LruCache(REMEMBERED_MAX_BYTES)
         self._slots = asyncio.Semaphore(CONCURRENT_VERIFICATIONS)
+        self._in_flight: dict[bytes, asyncio.Future[VerifiedUser | None]] = {}
 
     def knows(self, username: str) -> bool:
         return username in self._by_username
 
     async def verify(self, header: str, username: str, password: str) -> VerifiedUser | None:
-        """The user whose Argon2 hash this password matches; None when it does not."""
+        """The user whose Argon2 hash this password matches; None when it does not.
+
+        Concurrent requests with the same header share one verification: when the
+        remembered answer expires under load, Argon2 runs once, not once per request."""
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
         remembered = self._remembered.get(key)
         if remembered is not None:
             return remembered
+        running = self._in_flight.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._verify(key, username, password))
+            self._in_flight[key] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _verify(self, key: bytes, username: str, password: str) -> VerifiedUser | None:
         identity = self._by_username.get(username)
         encoded = identity.password_hash if identity is not None else self._decoy
         async with self._slots:
