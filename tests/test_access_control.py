@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import argon2
 import pytest
 import requests
 import tomli_w
@@ -217,14 +218,16 @@ def test_a_verified_password_is_remembered_so_argon2_runs_once_even_for_concurre
     test_pki: TestPki,
     small_image: PushedImage,
 ) -> None:
+    # Argon2's default cost (tens of milliseconds), so that the requests overlap.
+    costly = {"alice": {"username": "alice", "password": argon2.PasswordHasher().hash("pw")}}
     mirror = start_secure(
-        mirror_factory, upstream, test_pki, users=PASSWORDS, tls=False,
+        mirror_factory, upstream, test_pki, tls=False, auth_extra={"identity": costly},
         rules=["identity.username == 'alice'", "request.action == 'metrics'"],
     )  # fmt: skip
     url = f"{mirror.url}/v2/{REPO}/fixtures/small/manifests/latest"
 
     def pull(_: int) -> int:
-        return requests.get(url, headers=basic("alice", PASSWORDS["alice"]), timeout=30).status_code
+        return requests.get(url, headers=basic("alice", "pw"), timeout=30).status_code
 
     # All at once: the ones that arrive while the first is being verified wait for it.
     with ThreadPoolExecutor(20) as pool:
