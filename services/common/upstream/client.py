@@ -36,6 +36,7 @@ from .. import tracing
 from ..config import UpstreamSettings
 from ..metrics import Metrics
 from ..oci import MANIFEST_MEDIA_TYPES, MEDIA_OCI_INDEX
+from ..tlsclient import client_context
 from .auth import (
     DEFAULT_TOKEN_LIFETIME_SECS,
     Challenge,
@@ -112,14 +113,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | None:
-    if settings.server_ca_bundle is None and settings.client_certificate is None:
-        return None
-    context = ssl.create_default_context(
-        cafile=str(settings.server_ca_bundle) if settings.server_ca_bundle else None
+    return client_context(
+        settings.server_ca_bundle, settings.client_certificate, settings.client_private_key
     )
-    if settings.client_certificate is not None and settings.client_private_key is not None:
-        context.load_cert_chain(str(settings.client_certificate), str(settings.client_private_key))
-    return context
 
 
 def refused_error(host: str, refused: Refused) -> UpstreamError:

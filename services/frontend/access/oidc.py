@@ -21,6 +21,7 @@ import jwt
 
 from ...common.config import OidcProvider
 from ...common.errors import BackendUnavailable
+from ...common.tlsclient import client_context
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,7 @@ class OidcVerifier:
         return jwks_uri
 
     async def _get_json(self, provider: OidcProvider, url: str) -> Any:
-        ssl_context: ssl.SSLContext | bool = True
-        if provider.server_ca_bundle is not None:
-            ssl_context = ssl.create_default_context(cafile=str(provider.server_ca_bundle))
+        ssl_context: ssl.SSLContext | bool = client_context(provider.server_ca_bundle) or True
         timeout = aiohttp.ClientTimeout(total=provider.http_request_timeout_secs)
         # The shared session does not decompress (blobs pass through as sent): ask for none.
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}

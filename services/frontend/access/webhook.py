@@ -18,6 +18,7 @@ from aiohttp import BasicAuth
 from ...common.config import AuthWebhook
 from ...common.lru import LruCache
 from ...common.metrics import Metrics
+from ...common.tlsclient import client_context
 from ..actions import Action
 from .identity import Identity
 
@@ -132,11 +133,7 @@ def _headers(action: Action, identity: Identity, info: Mapping[str, str]) -> lis
 
 
 def _ssl_context(hook: AuthWebhook) -> ssl.SSLContext | bool:
-    if hook.server_ca_bundle is None and hook.client_certificate_bundle is None:
-        return True
-    context = ssl.create_default_context(
-        cafile=str(hook.server_ca_bundle) if hook.server_ca_bundle else None
+    context = client_context(
+        hook.server_ca_bundle, hook.client_certificate_bundle, hook.client_private_key
     )
-    if hook.client_certificate_bundle is not None and hook.client_private_key is not None:
-        context.load_cert_chain(hook.client_certificate_bundle, hook.client_private_key)
-    return context
+    return context if context is not None else True
