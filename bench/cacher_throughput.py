@@ -1,11 +1,17 @@
 """Jobs per second one cacher process handles for small manifests, on fs and on S3.
 
-    .venv/bin/python -m bench.cacher_throughput [--jobs 2000]
+    .venv/bin/python -m bench.cacher_throughput [--jobs 2000] [--storages fs,moto,localbucket]
+        [--profile]
 
-Enqueues N distinct manifest jobs (inline bytes, like the frontend's) into a real
+Enqueues N distinct manifest jobs (inline bytes, signed like the frontend's) into a real
 redis-server, starts one `simple-registry cacher` (max_concurrent_cache_jobs = 8), and
-times until every manifest is committed (the Redis stream is empty and the pending list
-too). The S3 run uses moto's server, which is itself a Python process on the same 2 cores.
+times until every manifest is committed (the Redis stream is empty). S3 runs against
+moto's server (what the tests use) and, when installed (`pip install localbucket`, a small
+stdlib-only S3 server that keeps objects as files), against LocalBucket: both are Python
+processes on the same 2 cores, so the CPU seconds of the cacher, the S3 server and
+redis-server during the run (`/proc/PID/stat`) say who spends the time; per job, in ms.
+With --profile, py-spy samples the cacher during each run and the busiest frames are
+printed (`bench.profile_cold`'s summary).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +33,49 @@ from simple_registry.common.oci import MEDIA_OCI_MANIFEST, Digest
 from simple_registry.common.queue.jobs import CacheJob, JobKind
 from simple_registry.common.queue.redis import RedisQueue
 
+from bench.cold_blob import cpu_seconds
+from bench.harness import print_table, which
+from bench.profile_cold import py_spy, stop, summarize
+from tests.fixtures.job_key import TEST_JOB_KEY
 from tests.fixtures.mirror import Mirror, mirror_config
-from tests.fixtures.ports import free_port
+from tests.fixtures.ports import free_port, wait_for_http
+from tests.fixtures.process import ManagedProcess
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.s3_server import S3Server
+
+PROFILE_RATE = 200
+
+
+class LocalBucketServer(S3Server):
+    """`localbucket DATA_ROOT` instead of moto: the same endpoint, objects as files."""
+
+    def _spawn_and_wait(self, port: int) -> None:
+        assert self._log_dir is not None
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self._log_dir / f"localbucket-{port}.log"
+        data = str(self._log_dir / "data")
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in _terminate()
+        self._process = subprocess.Popen(
+            [localbucket_binary() or "localbucket", "--host", self.host, "--port", str(port), data],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_http(
+            f"{self.endpoint}/", self._deadline_s, log_path=self.log_path, process=self._process
+        )
+
+
+def pid_of(server: ManagedProcess) -> int:
+    """The process id of a fixture's server (its `ManagedProcess` keeps the Popen)."""
+    process = server._process
+    assert process is not None
+    return process.pid
+
+
+def localbucket_binary() -> str | None:
+    beside = Path(sys.executable).parent / "localbucket"
+    return str(beside) if beside.exists() else which("localbucket")
 
 
 def manifest(index: int) -> bytes:
@@ -38,7 +85,7 @@ def manifest(index: int) -> bytes:
 
 
 async def enqueue(url: str, count: int) -> None:
-    queue = RedisQueue(RedisQueueSettings(url=url))
+    queue = RedisQueue(RedisQueueSettings(url=url, job_signing_key=TEST_JOB_KEY))
     await queue.open()
     for index in range(count):
         data = manifest(index)
@@ -57,7 +104,14 @@ async def enqueue(url: str, count: int) -> None:
     await queue.close()
 
 
-def run(storage: dict[str, Any], work: Path, redis: RedisServer, jobs: int) -> float:
+def run(
+    storage: dict[str, Any],
+    work: Path,
+    redis: RedisServer,
+    jobs: int,
+    s3: S3Server | None,
+    profile: bool,
+) -> dict[str, Any]:
     redis_py.Redis.from_url(redis.url).flushall()
     asyncio.run(enqueue(redis.url, jobs))
     config = mirror_config(
@@ -67,41 +121,88 @@ def run(storage: dict[str, Any], work: Path, redis: RedisServer, jobs: int) -> f
         global_={"max_concurrent_cache_jobs": 8},
     )
     config["blob_store"] = storage
-    config["queue"] = {"redis": {"url": redis.url}}
+    config["queue"] = {"redis": {"url": redis.url, "job_signing_key": TEST_JOB_KEY.decode()}}
     config["cacher"] = {"metrics_port": free_port(), "metrics_bind_address": "127.0.0.1"}
     client = redis_py.Redis.from_url(redis.url)
+    others = {"redis": pid_of(redis)}
+    if s3 is not None:
+        others["s3 server"] = pid_of(s3)
+    before = {name: cpu_seconds([pid]) for name, pid in others.items()}
     started = time.perf_counter()
     cacher = Mirror(work, config, "cacher").start()
+    spy = None
+    raw = work / "py-spy.txt"
     try:
+        assert cacher.process is not None
+        pid = cacher.process.pid
+        if profile:
+            spy = py_spy(pid, PROFILE_RATE, raw)
         while client.xlen("simple-registry:jobs") > 0:
             time.sleep(0.01)  # polling the measured quantity, not synchronising a test
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        cpu = {"cacher": cpu_seconds([pid])}
+        cpu.update({name: cpu_seconds([p]) - before[name] for name, p in others.items()})
     finally:
+        if spy is not None:
+            stop(spy)
         cacher.stop()
         client.close()
+    summary = summarize(raw.read_text(), 12, seconds, PROFILE_RATE) if spy else ""
+    return {"seconds": seconds, "cpu": cpu, "profile": summary}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--storages", default="fs,moto,localbucket")
+    parser.add_argument("--profile", action="store_true", help="py-spy the cacher")
     args = parser.parse_args()
+    storages = args.storages.split(",")
+    if "localbucket" in storages and localbucket_binary() is None:
+        print("localbucket is not installed (pip install localbucket): S3 on moto only")
+        storages.remove("localbucket")
     work = Path(tempfile.mkdtemp(prefix="bench-cacher-"))
     redis = RedisServer(work / "redis").start()
-    s3 = S3Server(work / "moto").start()
+    results: dict[str, dict[str, Any]] = {}
     try:
-        fs_secs = run({"fs": {"root_dir": str(work / "fs")}}, work / "fs-run", redis, args.jobs)
-        bucket = s3.create_bucket("bench-cacher")
-        s3_storage = s3.blob_store_table(bucket)
-        s3_secs = run(s3_storage, work / "s3-run", redis, args.jobs)
-        print(
-            f"{args.jobs} manifest jobs, one cacher, max_concurrent_cache_jobs=8 (includes start-up)"
-        )
-        print(f"fs : {fs_secs:6.2f} s  {args.jobs / fs_secs:7.0f} jobs/s")
-        print(f"s3 : {s3_secs:6.2f} s  {args.jobs / s3_secs:7.0f} jobs/s  (moto on the same cores)")
+        for storage in storages:
+            if storage == "fs":
+                table = {"fs": {"root_dir": str(work / "fs")}}
+                results[storage] = run(table, work / "fs-run", redis, args.jobs, None, args.profile)
+                continue
+            server_class = LocalBucketServer if storage == "localbucket" else S3Server
+            s3 = server_class(work / storage).start()
+            try:
+                table = s3.blob_store_table(s3.create_bucket("bench-cacher"))
+                results[storage] = run(
+                    table, work / f"{storage}-run", redis, args.jobs, s3, args.profile
+                )
+            finally:
+                s3.stop()
     finally:
-        s3.stop()
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.jobs} manifest jobs, one cacher, max_concurrent_cache_jobs=8 (includes start-up)")
+    rows = []
+    for storage, result in results.items():
+        cpu = result["cpu"]
+        rows.append(
+            [
+                "fs" if storage == "fs" else f"S3 ({storage})",
+                f"{result['seconds']:.2f}",
+                f"{args.jobs / result['seconds']:.0f}",
+                f"{cpu['cacher'] / args.jobs * 1000:.2f}",
+                f"{cpu['s3 server'] / args.jobs * 1000:.2f}" if "s3 server" in cpu else "-",
+                f"{cpu['redis'] / args.jobs * 1000:.2f}",
+            ]
+        )
+    print_table(
+        ["storage", "seconds", "jobs/s", "cacher CPU ms/job", "S3 server CPU ms/job", "redis"],
+        rows,
+    )
+    for storage, result in results.items():
+        if result["profile"]:
+            print(f"\n{storage}: py-spy of the cacher\n{result['profile']}")
 
 
 if __name__ == "__main__":

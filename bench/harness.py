@@ -33,6 +33,7 @@ from typing import Any
 
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import ImagePusher, PushedImage
+from tests.fixtures.job_key import TEST_JOB_KEY
 from tests.fixtures.mirror import Mirror, mirror_config, upstream_entry
 from tests.fixtures.oci import (
     CHUNK,
@@ -375,7 +376,13 @@ def registry_split(
     processes = []
     for command in ("frontend", "cacher"):
         config = mirror_config(root, _repositories(upstream), port=free_port(), global_=global_)
-        config["queue"] = {"redis": {"url": redis.url, "key_prefix": f"bench-{label}"}}
+        config["queue"] = {
+            "redis": {
+                "url": redis.url,
+                "key_prefix": f"bench-{label}",
+                "job_signing_key": TEST_JOB_KEY.decode(),  # shared by frontend and cacher
+            }
+        }
         config["cacher"] = {"metrics_port": free_port(), "metrics_bind_address": "127.0.0.1"}
         mirror = Mirror(root, config, command)
         bench.on_exit(mirror.stop)

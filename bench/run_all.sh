@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the performance benchmark suite (see bench/README.md), one script after the other.
 #
-#   bench/run_all.sh              # every script with its defaults (about 10-11 minutes)
+#   bench/run_all.sh              # every script with its defaults (about 25 minutes)
 #   bench/run_all.sh warm_blob    # only the named ones
 #
 # Each script starts its own servers on free loopback ports and stops them when it ends.
@@ -21,14 +21,21 @@ fi
 
 scripts=("$@")
 if [ ${#scripts[@]} -eq 0 ]; then
-    scripts=(warm_blob warm_manifest cold_pull concurrent_cold rss access_control)
+    scripts=(warm_blob warm_manifest cold_pull cold_blob cold_blob_tls concurrent_cold rss access_control)
 fi
 
 failed=()
 for script in "${scripts[@]}"; do
-    echo "== $PYTHON -m bench.$script"
+    # cold_blob_tls: cold_blob with the upstream serving HTTPS.
+    args=()
+    module=$script
+    if [ "$script" = cold_blob_tls ]; then
+        module=cold_blob
+        args=(--upstream-tls)
+    fi
+    echo "== $PYTHON -m bench.$module ${args[*]}"
     started=$(date +%s)
-    if ! "$PYTHON" -m "bench.$script"; then
+    if ! "$PYTHON" -m "bench.$module" "${args[@]}"; then
         failed+=("$script")
     fi
     echo "== bench.$script took $(($(date +%s) - started)) s"

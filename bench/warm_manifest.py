@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the registry's [server] workers (processes)"
+    )
     args = parser.parse_args()
     require("docker-registry", "curl", "wrk")
     with Bench("warm-manifest") as bench:
@@ -70,7 +73,9 @@ def main() -> None:
         image = pusher.small_image("bench/small", "1.0")
         pusher.client.close()
 
-        registry = registry_server(bench, upstream, "registry")
+        registry = registry_server(
+            bench, upstream, "registry", extra={"server": {"workers": args.workers}}
+        )
         for reference in (image.tag, image.digest):
             curl_parallel([registry.manifest_url(image, reference)], expect_size=image.image.size)
         for blob in image.blobs:
