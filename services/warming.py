@@ -26,10 +26,10 @@ from aiohttp import web
 from .cacher.service import embedded_cacher
 from .common.config import ConfigError, Settings
 from .common.errors import RegistryError
+from .common.manifests import Platform
 from .common.oci import RepositoryName, Tag
 from .frontend.app import create_app
 from .frontend.pullthrough.answers import UpstreamFailure
-from .frontend.pullthrough.contents import Platform
 from .frontend.pullthrough.warm import WarmFailed, missing_from_storage, warm
 from .frontend.state import FRONTEND
 

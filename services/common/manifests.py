@@ -1,8 +1,11 @@
-"""What a manifest refers to, read from its JSON: the config and layers of an image, the
-child manifests of an index with their platforms, the subject of a referrer, annotations.
+"""What a manifest refers to, read from its JSON: the config and layers of an image (an
+artifact's `blobs`, schema 1's `fsLayers`), the child manifests of an index with their
+platforms, the subject of a referrer, annotations.
 
-Pure functions over bytes; used to warm an image (`warm`) and by the web UI. Every digest
-is validated; a manifest that is not what its media type says raises `ManifestUnreadable`.
+Pure functions over bytes, the one reader of manifests: warming, the web UI, negotiation
+and the cache lifecycle (`references`) use it. Every digest is validated; bytes that are
+not a manifest raise `ManifestUnreadable`. `subject` (a referrer's parent) is not a
+reference: a signature does not keep the image it signs.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ...common.errors import RegistryError
-from ...common.oci import Digest
+from .errors import RegistryError
+from .oci import Digest
 
 
 class ManifestUnreadable(ValueError):
-    """The bytes are not a manifest of the kind their media type names."""
+    """The bytes are not a manifest whose contents we can read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,9 @@ class ManifestContents:
         return sum(blob.size or 0 for blob in self.blobs)
 
 
+_SHAPES = frozenset({"manifests", "layers", "fsLayers", "blobs", "config"})
+
+
 def parse_manifest(data: bytes, media_type: str) -> ManifestContents:
     try:
         document = json.loads(data)
@@ -88,11 +94,14 @@ def parse_manifest(data: bytes, media_type: str) -> ManifestContents:
         raise ManifestUnreadable("not a JSON object")
     if isinstance(document.get("fsLayers"), list):
         return _schema1(document, media_type)
+    if not _SHAPES & document.keys():
+        raise ManifestUnreadable("neither an image manifest nor an index")
     is_index = isinstance(document.get("manifests"), list) and "layers" not in document
+    layers = "blobs" if "blobs" in document and "layers" not in document else "layers"
     return ManifestContents(
         media_type=media_type,
         config=_descriptor(document.get("config"), "config"),
-        layers=_descriptors(document.get("layers"), "layers"),
+        layers=_descriptors(document.get(layers), layers),
         manifests=_descriptors(document.get("manifests"), "manifests"),
         subject=_descriptor(document.get("subject"), "subject"),
         artifact_type=_text(document.get("artifactType")),
@@ -168,3 +177,23 @@ def _annotations(value: Any) -> dict[str, str]:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """What a kept manifest keeps: its blobs, and an index's children."""
+
+    blobs: tuple[str, ...]  # config and layers (artifact blobs, schema 1 fsLayers)
+    children: tuple[str, ...]  # an index's manifests
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.blobs + self.children
+
+
+def references(data: bytes) -> References:
+    contents = parse_manifest(data, "")
+    # Unique, in order (a layer may appear twice in one image).
+    blobs = dict.fromkeys(str(blob.digest) for blob in contents.blobs)
+    children = dict.fromkeys(str(child.digest) for child in contents.manifests)
+    return References(tuple(blobs), tuple(children))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...common.references import References
+from ...common.manifests import References
 from .state import RepositoryState
 
 

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ...common.manifests import ManifestUnreadable, References, references
 from ...common.oci import Digest
-from ...common.references import ManifestUnreadable, References, references
 from ...common.storage import ManifestRecord, RegistryStorage
 from ...common.storage.objects import ObjectInfo
 from ...common.storage.records import PullTime, parse_record

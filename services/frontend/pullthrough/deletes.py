@@ -17,8 +17,8 @@ import logging
 import time
 
 from ...common.errors import ManifestUnknown
+from ...common.manifests import ManifestUnreadable, references
 from ...common.oci import Digest, Reference, Tag
-from ...common.references import ManifestUnreadable, references
 from ...common.routing import Route
 from ...common.storage import RegistryStorage
 from ...common.storage.invalidation import deleting

@@ -15,9 +15,9 @@ No Accept header, or one naming no manifest type, admits everything (`oci.accept
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
+from ...common.manifests import ManifestUnreadable, parse_manifest
 from ...common.oci import (
     MEDIA_DOCKER_MANIFEST_LIST,
     MEDIA_OCI_INDEX,
@@ -49,16 +49,13 @@ def negotiate(media_type: str, accept: str | None) -> Negotiated:
 def default_platform_child(list_bytes: bytes) -> str | None:
     """The digest of a manifest list's linux/amd64 entry, or None."""
     try:
-        document = json.loads(list_bytes)
-    except ValueError:
+        contents = parse_manifest(list_bytes, MEDIA_DOCKER_MANIFEST_LIST)
+    except ManifestUnreadable:
         return None
-    for entry in document.get("manifests", []) if isinstance(document, dict) else []:
-        platform = entry.get("platform") if isinstance(entry, dict) else None
-        if not isinstance(platform, dict):
-            continue
-        if (platform.get("os"), platform.get("architecture")) == DEFAULT_PLATFORM:
-            digest = entry.get("digest")
-            return digest if isinstance(digest, str) else None
+    for child in contents.manifests:
+        platform = child.platform
+        if platform is not None and (platform.os, platform.architecture) == DEFAULT_PLATFORM:
+            return str(child.digest)
     return None
 
 

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ...common.manifests import ManifestContents, Platform, parse_manifest
 from ...common.oci import Digest, Reference, Tag
 from ...common.routing import Route
 from ...common.storage import RegistryStorage
 from .answers import SpooledBlob
 from .blobs import BlobService
-from .contents import ManifestContents, Platform, parse_manifest
 from .manifests import ManifestService
 
 log = logging.getLogger(__name__)

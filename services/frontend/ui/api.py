@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ...common.manifests import Descriptor, Platform
 from ...common.errors import BackendUnavailable, NotFound, Unsupported
 from ...common.queue import CacheJob, QueueUnavailable, UnsupportedJobVersion
 from ...common.queue.base import DeadLetter, QueuedJob
@@ -42,7 +43,6 @@ from ..actions import (
     ViewManifest,
     WarmImage,
 )
-from ..pullthrough.contents import Descriptor, Platform
 from ..pullthrough.warm import WarmFailed, WarmReport, warm
 from ..state import FRONTEND
 from . import views
