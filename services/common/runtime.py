@@ -19,6 +19,7 @@ from .queue.memory import MemoryQueue
 from .routing import Router
 from .storage import ObjectStore, RegistryStorage
 from .storage.fs import FsObjectStore
+from .upstream.connector import UpstreamConnector
 from .upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
     queue = queue or build_queue(settings)
     await queue.open()
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
+        connector=UpstreamConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
         auto_decompress=False,
         # Bigger reads of upstream blobs: fewer, larger chunks through the spool.
         read_bufsize=512 * 1024,
