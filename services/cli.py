@@ -138,7 +138,8 @@ def run_server(settings: Settings, with_cacher: bool, paths: list[Path]) -> int:
     def serve(sock: socket.socket) -> None:
         # In each worker process: the exporter's thread does not survive a fork.
         tracing.configure(
-            settings.observability.tracing, "simple-registry-" + ("server" if with_cacher else "frontend")
+            settings.observability.tracing,
+            "simple-registry-" + ("server" if with_cacher else "frontend"),
         )
         app = create_app(settings, config_paths=paths)
         if with_cacher:

@@ -539,6 +539,7 @@ def test_split_mode_one_cacher_prunes_a_killed_ones_lock_expires_and_the_other_f
     assert checker.problems == [] and checker.checks > 5
     # It waited for the dead cacher's lock to expire (refreshed at most 5 s before the kill).
     assert took_over_after >= 9.0
+
     def stored() -> set[str]:
         return {
             "sha256:" + k.rsplit("/", 1)[1]

@@ -50,9 +50,7 @@ def configure(settings: TracingSettings | None, service: str) -> None:
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("simple_registry")
     _enabled = True
-    log.info(
-        "tracing to %s sampling_rate=%s service=%s", endpoint, settings.sampling_rate, service
-    )
+    log.info("tracing to %s sampling_rate=%s service=%s", endpoint, settings.sampling_rate, service)
 
 
 def shutdown() -> None:

@@ -11,7 +11,7 @@ from simple_registry.cacher.lifecycle.state import ManifestState, RepositoryStat
 from simple_registry.common.cel import compile_rule
 from simple_registry.common.config.retention import RETENTION_FUNCTIONS, RETENTION_VARIABLES
 from simple_registry.common.config.settings import RetentionPolicy
-from simple_registry.common.references import References
+from simple_registry.common.manifests import References
 
 NOW = 1_800_000_000.0
 DAY = 86400.0

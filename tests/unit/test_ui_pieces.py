@@ -18,6 +18,11 @@ from simple_registry.common.errors import (
     TagInvalid,
     Unsupported,
 )
+from simple_registry.common.manifests import (
+    ManifestUnreadable,
+    Platform,
+    parse_manifest,
+)
 from simple_registry.common.metrics import Metrics
 from simple_registry.common.oci import Digest, RepositoryName, Tag
 from simple_registry.frontend.actions import (
@@ -34,11 +39,6 @@ from simple_registry.frontend.actions import (
     ViewManifest,
     WarmImage,
     parse_request,
-)
-from simple_registry.frontend.pullthrough.contents import (
-    ManifestUnreadable,
-    Platform,
-    parse_manifest,
 )
 from simple_registry.frontend.ui.guard import refuse_cross_site
 from simple_registry.frontend.ui.images import summarize_config

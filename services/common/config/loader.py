@@ -440,7 +440,7 @@ def _networks(table: Table, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
     if value is None:
         return tuple(default_of(GlobalSettings, name))
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(table.key(name), value, "a list of CIDRs, like [\"10.20.0.0/16\"]")
+        raise ConfigError(table.key(name), value, 'a list of CIDRs, like ["10.20.0.0/16"]')
     networks = []
     for index, text in enumerate(value):
         try:

@@ -60,7 +60,6 @@ class FsObjectWriter(ObjectWriter):
         self._store = store
         self._final = final
         self._temp = final.with_name(f"{final.name}{TEMP_MARKER}{store.owner}.{uuid.uuid4().hex}")
-
         self._file: BinaryIO | None = None
         self._buffer = bytearray()
 

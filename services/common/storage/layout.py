@@ -411,4 +411,6 @@ def _count_names(keys: list[str]) -> list[StoredName]:
         field = _COUNTED[parsed.kind]
         setattr(entry, field, getattr(entry, field) + 1)
     return [names[name] for name in sorted(names)]
+
+
 _LINK_READS_AT_ONCE = 32

@@ -417,9 +417,7 @@ class UpstreamClient:
                     f"upstream {method}",
                     {"upstream.host": self.host, "upstream.path": path.split("?", 1)[0]},
                 ):
-                    response = await self._authenticated_request(
-                        method, name, path, headers, bulk
-                    )
+                    response = await self._authenticated_request(method, name, path, headers, bulk)
                     tracing.annotate("http.response.status_code", response.status)
             else:
                 response = await self._authenticated_request(method, name, path, headers, bulk)

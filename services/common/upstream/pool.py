@@ -53,8 +53,7 @@ class UpstreamPool:
         keeps the client it started with."""
         self._clients = {
             name: [
-                self._client(u, self._session, name, self._metrics, breaker)
-                for u in repo.upstreams
+                self._client(u, self._session, name, self._metrics, breaker) for u in repo.upstreams
             ]
             for name, repo in repositories.items()
         }

@@ -74,9 +74,7 @@ class ReferrersService:
         # Answers already handed to the cacher: the same list is not enqueued per request.
         self._kept: LruCache[bool] = LruCache(KEPT_MAX_BYTES)
 
-    async def get(
-        self, route: Route, digest: Digest, artifact_type: str | None
-    ) -> ReferrersAnswer:
+    async def get(self, route: Route, digest: Digest, artifact_type: str | None) -> ReferrersAnswer:
         warning = None
         try:
             descriptors, filtered, complete = await first_answer(

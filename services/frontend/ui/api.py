@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ...common.manifests import Descriptor, Platform
 from ...common.errors import BackendUnavailable, NotFound, Unsupported
+from ...common.manifests import Descriptor, Platform
 from ...common.queue import CacheJob, QueueUnavailable, UnsupportedJobVersion
 from ...common.queue.base import DeadLetter, QueuedJob
 from ...common.runtime import RUNTIME

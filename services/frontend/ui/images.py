@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ...common.manifests import Descriptor, ManifestContents, ManifestUnreadable, parse_manifest
 from ...common.errors import ManifestUnknown
 from ...common.lru import LruCache
+from ...common.manifests import Descriptor, ManifestContents, ManifestUnreadable, parse_manifest
 from ...common.oci import Digest, Reference, Tag
 from ...common.storage import ManifestRecord, RegistryStorage
 from .pulls import RecentPulls
