@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,16 +68,19 @@ class Download(threading.Thread):
         self.received = 0
         self.hasher = hashlib.sha256()
         self.error: Exception | None = None
+        self.ended_at: float | None = None
 
     def run(self) -> None:
         try:
-            with requests.get(self.url, stream=True, timeout=60) as response:
+            with requests.get(self.url, stream=True, timeout=20) as response:
                 self.status = response.status_code
                 for chunk in response.iter_content(256 * 1024):
                     self.received += len(chunk)
                     self.hasher.update(chunk)
         except requests.RequestException as error:
             self.error = error
+        finally:
+            self.ended_at = time.monotonic()
 
 
 # -- digests ------------------------------------------------------------------------------
@@ -129,6 +133,10 @@ def test_a_corrupted_blob_aborts_every_client_sharing_its_download_and_is_not_ca
         assert client.status == 200, f"client {index}"
         assert client.error is not None, f"client {index} finished cleanly"
         assert client.received < layer.size, f"client {index} got every byte"
+        # Aborted with the others, not left waiting for bytes until its read timeout.
+        assert "timed out" not in str(client.error).lower(), f"client {index}: {client.error}"
+        assert client.ended_at is not None and first.ended_at is not None
+        assert abs(client.ended_at - first.ended_at) < 10, f"client {index} ended late"
     assert proxy.count("GET", layer.digest) == 1  # one download shared by all four
     assert mirror.metric("registry_cache_lookups_total", kind="blob", result="coalesced") == 3
     wait_until_idle()
