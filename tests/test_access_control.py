@@ -4,6 +4,7 @@ webhooks, and the answers a refused client gets — over real clients where one 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import socket
@@ -113,6 +114,35 @@ def test_a_tls_registry_answers_https_and_nothing_in_plain_text(
         raw.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = raw.recv(4096)
     assert b"HTTP/1.1 200" not in answer and b"{}" not in answer
+
+
+def dockerfile_healthcheck() -> list[str]:
+    """The image's HEALTHCHECK command, as Docker runs it."""
+    text = (Path(__file__).parent.parent / "Dockerfile").read_text().replace("\\\n", " ")
+    match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.MULTILINE)
+    assert match is not None, "no HEALTHCHECK ... CMD [...] in the Dockerfile"
+    command: list[str] = json.loads(match.group(1))
+    return [sys.executable if part == "python3" else part for part in command]
+
+
+def test_the_images_healthcheck_answers_for_a_plain_and_a_tls_registry_and_fails_for_none(
+    mirror_factory: MirrorFactory, upstream: Distribution, test_pki: TestPki
+) -> None:
+    command = dockerfile_healthcheck()
+    secure = start_secure(mirror_factory, upstream, test_pki, rules=[], default="allow")
+    plain = start_secure(mirror_factory, upstream, test_pki, rules=[], default="allow", tls=False)
+    for url, expected in (
+        (f"{secure.url}/healthz", 0),
+        (f"{plain.url}/healthz", 0),
+        (f"http://{secure.host_port}/healthz", 1),  # plain text to a TLS port: no answer
+    ):
+        probe = subprocess.run(
+            command,
+            env={"SIMPLE_REGISTRY_HEALTHCHECK_URL": url},
+            capture_output=True,
+            timeout=30,
+        )
+        assert probe.returncode == expected, (url, probe.stderr[-300:])
 
 
 def test_a_renewed_certificate_is_served_without_a_restart(
