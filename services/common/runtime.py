@@ -21,6 +21,7 @@ from .storage import ObjectStore, RegistryStorage
 from .storage.fs import FsObjectStore
 from .upstream.connector import UpstreamConnector
 from .upstream.pool import UpstreamPool
+from .upstream.targets import AddressPins
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
     await objects.open()
     queue = queue or build_queue(settings)
     await queue.open()
+    pins = AddressPins()
     session = aiohttp.ClientSession(
-        connector=UpstreamConnector(limit=256, limit_per_host=64, ttl_dns_cache=300),
+        connector=UpstreamConnector(pins, limit=256, limit_per_host=64, ttl_dns_cache=300),
         auto_decompress=False,
         # Bigger reads of upstream blobs: fewer, larger chunks through the spool.
         read_bufsize=512 * 1024,
@@ -95,6 +97,7 @@ async def open_runtime(settings: Settings, queue: JobQueue | None = None) -> Run
             session,
             metrics,
             settings.global_,
+            pins,
         ),
         router=Router(settings.repositories, settings.global_.default_repository),
         metrics=metrics,

@@ -21,7 +21,7 @@ from .errors import (
 )
 from .health import UpstreamHealth
 from .slots import DownloadSlots
-from .targets import TargetGuard
+from .targets import AddressPins, TargetGuard
 
 T = TypeVar("T")
 
@@ -37,8 +37,10 @@ class UpstreamPool:
         session: aiohttp.ClientSession,
         metrics: Metrics,
         breaker: GlobalSettings,
+        pins: AddressPins,
     ):
         self.tokens = TokenCache()
+        self._pins = pins  # shared with the session's connector
         self._session = session
         self._metrics = metrics
         self._health: dict[str, UpstreamHealth] = {}
@@ -80,6 +82,7 @@ class UpstreamPool:
             urlsplit(upstream.url).hostname or "",
             breaker.allowed_redirect_networks,
             upstream.connect_timeout_secs,
+            self._pins,
         )
         return UpstreamClient(
             upstream,

@@ -19,8 +19,9 @@ redirecting to a private storage host) or `[global] allowed_redirect_networks` l
 | multicast/reserved| 224.0.0.0/4, 240.0.0.0/4, ff00::/8                             |
 
 An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is judged as the IPv4 address. A
-hostname is resolved and every address it resolves to must pass. (The connection resolves
-again: a name that answers differently a moment later is not caught here.)
+hostname is resolved and every address it resolves to must pass; the connection then goes to
+exactly those addresses (`AddressPins`, read by the connector's resolver), never to a second
+lookup that a hostile name server could answer differently (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..lru import LruCache
 from .errors import TargetRefused, UpstreamDown
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,22 @@ def refusal(
     return f"{target} is a {kind} address"
 
 
+class AddressPins:
+    """The addresses the guard approved for each redirect or realm host, for the
+    connections that follow its check (bounded; a pin lasts `ttl_secs`, and every check
+    renews it)."""
+
+    def __init__(self, ttl_secs: float = 60.0, max_hosts: int = 1024):
+        self._ttl = ttl_secs
+        self._pins: LruCache[tuple[IPAddress, ...]] = LruCache(max_hosts * 300)
+
+    def pin(self, host: str, addresses: Iterable[IPAddress]) -> None:
+        self._pins.put(host.lower(), tuple(addresses), weight=100, ttl=self._ttl)
+
+    def get(self, host: str) -> tuple[IPAddress, ...] | None:
+        return self._pins.get(host.lower())
+
+
 class TargetGuard:
     """Checks the URLs one upstream points to before they are requested."""
 
@@ -96,10 +114,12 @@ class TargetGuard:
         upstream_host: str,
         allowed: tuple[IPNetwork, ...],
         resolve_timeout_secs: float,
+        pins: AddressPins,
     ):
         self.upstream_host = upstream_host  # the configured URL's host, without the port
         self.allowed = allowed
         self._timeout = resolve_timeout_secs
+        self._pins = pins
 
     async def check(self, url: str, what: str) -> None:
         """Raise TargetRefused when `url` (a redirect target or a realm) must not be
@@ -126,6 +146,7 @@ class TargetGuard:
                     f"{what} to {parts.hostname} refused: {reason} "
                     "(see [global] allowed_redirect_networks)",
                 )
+        self._pins.pin(parts.hostname, targets)
 
     async def _addresses(self, host: str) -> list[IPAddress]:
         try:
