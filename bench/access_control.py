@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import re
 import socket
 import ssl
@@ -46,20 +45,26 @@ from bench.harness import (
     Bench,
     Deployment,
     MiB,
+    WrkOptions,
+    add_wrk_arguments,
+    clients_label,
+    cpu_seconds,
     curl_parallel,
+    in_turns,
     machine_line,
     median,
     print_table,
+    pull_through,
     push_image,
+    push_small_image,
     registry_server,
+    requests_by_registry,
     require,
     write_layer,
 )
 from bench.warm_blob import Nginx
-from bench.warm_manifest import run_wrk
 from tests.fixtures.distribution import Distribution, ServedTls
 from tests.fixtures.images import PushedImage
-from tests.fixtures.plugin import pusher_for
 from tests.fixtures.tls import TestPki
 
 USERS = {"alice": "alice-bench-password", "bob": "bob-bench-password", "admin": "admin-pw"}
@@ -107,12 +112,6 @@ def distribution_tls(bench: Bench, upstream: Distribution, pki: TestPki, server:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Argon2's pool included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def nginx_worker(master: int) -> int:
     """The one worker process of an nginx master (the one that serves)."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -146,13 +145,11 @@ def scrape(deployment: Deployment, ca: Path, name: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
+    add_wrk_arguments(parser)
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--clients", default="1,8", help="comma-separated parallel clients")
     args = parser.parse_args()
+    wrk = WrkOptions.from_args(args)
     require("docker-registry", "curl", "wrk", "nginx")
     counts = [int(c) for c in args.clients.split(",")]
     with Bench("access-control") as bench:
@@ -160,9 +157,7 @@ def main() -> None:
         server = pki.server("server")  # 127.0.0.1 and localhost
         ca = pki.ca_path
         upstream = bench.upstream()
-        pusher = pusher_for(upstream)
-        small = pusher.small_image("bench/small", "1.0")
-        pusher.client.close()
+        small = push_small_image(upstream)
         layer = write_layer(bench.path("data", "blob.tar"), args.size_mib * MiB, seed=1)
         blob_image = push_image(upstream, "bench/blob", "1", [layer])
         digest, size = layer.blob.digest, layer.blob.size
@@ -201,17 +196,8 @@ def main() -> None:
         images: list[PushedImage] = [small, blob_image]
         for name in (PLAIN, OPEN, SECURE):
             registry = systems[name]
-            extra = client_args(registry.url)
             for image in images:
-                for reference in (image.tag, image.digest):
-                    curl_parallel([registry.manifest_url(image, reference)], extra_args=extra)
-                for blob in image.blobs:
-                    curl_parallel(
-                        [registry.blob_url(image, blob.digest)],
-                        expect_size=blob.size,
-                        extra_args=extra,
-                    )
-                registry.settle(image, upstream)
+                pull_through(registry, image, upstream, extra_args=client_args(registry.url))
         blob_urls = {name: d.blob_url(blob_image, digest) for name, d in systems.items()}
         blob_urls[NGINX] = f"{nginx.url}/blob"
         for url in blob_urls.values():
@@ -232,26 +218,18 @@ def main() -> None:
             (s, r): [] for s in manifest_names for r in references
         }
         for round_ in range(args.repeat):
-            shift = round_ % len(manifest_names)
-            for name in manifest_names[shift:] + manifest_names[:shift]:
+            for name in in_turns(manifest_names, round_):
                 for ref_label, reference in references.items():
                     url = systems[name].manifest_url(small, reference)
                     before = scrape(systems[SECURE], ca, VERIFICATIONS)
                     pid = systems[name].pid
                     assert pid is not None
-                    cpu_before = cpu_seconds(pid)
-                    result = run_wrk(
-                        url,
-                        args.threads,
-                        args.connections,
-                        args.duration,
-                        [header],
-                        timeout_s=WRK_TIMEOUT_S,
-                    )
+                    cpu_before = cpu_seconds([pid])
+                    result = wrk.run(url, [header], timeout_s=WRK_TIMEOUT_S)
                     rps[name, ref_label].append(result)
-                    served = result * args.duration
+                    served = result * wrk.duration
                     cpu_us[name, ref_label].append(
-                        (cpu_seconds(pid) - cpu_before) / served * 1e6 if served else float("nan")
+                        (cpu_seconds([pid]) - cpu_before) / served * 1e6 if served else float("nan")
                     )
                     if name == SECURE:
                         paid = scrape(systems[SECURE], ca, VERIFICATIONS) - before
@@ -266,22 +244,21 @@ def main() -> None:
             (s, n): [] for s in blob_names for n in counts
         }
         for round_ in range(args.repeat):
-            shift = round_ % len(blob_names)
-            for name in blob_names[shift:] + blob_names[:shift]:
+            for name in in_turns(blob_names, round_):
                 url = blob_urls[name]
                 pid = serving_pids[name]
                 assert pid is not None
                 for n in counts:
-                    cpu_before = cpu_seconds(pid)
+                    cpu_before = cpu_seconds([pid])
                     wall, _ = curl_parallel(
                         [url] * n, expect_size=size, extra_args=client_args(url)
                     )
                     mibs[name, n].append(n * size / wall / MiB)
-                    cpu_per_gib[name, n].append((cpu_seconds(pid) - cpu_before) / (n * size / GiB))
+                    cpu_per_gib[name, n].append(
+                        (cpu_seconds([pid]) - cpu_before) / (n * size / GiB)
+                    )
 
-        from_registries = [
-            e for e in upstream.requests_since(mark) if e.user_agent.startswith("simple-registry")
-        ]
+        from_registries = requests_by_registry(upstream, mark)
         verifications = scrape(systems[SECURE], ca, VERIFICATIONS)
 
         print(machine_line("docker-registry", "nginx", "wrk", "curl"))
@@ -293,8 +270,8 @@ def main() -> None:
             f"bcrypt cost {BCRYPT_COST}"
         )
         print(
-            f"\nwarm manifest GET: wrk -t{args.threads} -c{args.connections} "
-            f"-d{args.duration}s, Authorization: Basic + Accept: all manifest types, "
+            f"\nwarm manifest GET: {wrk.command}, "
+            "Authorization: Basic + Accept: all manifest types, "
             f"{args.repeat} rounds, medians of requests/s"
         )
         med = {key: median(values) for key, values in rps.items()}
@@ -391,11 +368,11 @@ def main() -> None:
                 *(f"{bmed[OPEN, n] / bmed[PLAIN, n]:.2f}" for n in counts),
             ]
         )
-        print_table(["MiB/s", *(f"{n} client{'s' if n > 1 else ''}" for n in counts)], rows)
+        print_table(["MiB/s", *(clients_label(n) for n in counts)], rows)
         print("\nCPU seconds of the serving process per GiB served (medians)")
         gmed = {key: median(values) for key, values in cpu_per_gib.items()}
         rows = [[name, *(f"{gmed[name, n]:.2f}" for n in counts)] for name in blob_names]
-        print_table(["CPU s/GiB", *(f"{n} client{'s' if n > 1 else ''}" for n in counts)], rows)
+        print_table(["CPU s/GiB", *(clients_label(n) for n in counts)], rows)
 
         print(
             f"\nsecured registry during all runs: {verifications - verifications_before:.0f} "

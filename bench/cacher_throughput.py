@@ -33,8 +33,7 @@ from simple_registry.common.oci import MEDIA_OCI_MANIFEST, Digest
 from simple_registry.common.queue.jobs import CacheJob, JobKind
 from simple_registry.common.queue.redis import RedisQueue
 
-from bench.cold_blob import cpu_seconds
-from bench.harness import print_table, which
+from bench.harness import cpu_seconds, print_table, which
 from bench.profile_cold import py_spy, stop, summarize
 from tests.fixtures.job_key import TEST_JOB_KEY
 from tests.fixtures.mirror import Mirror, mirror_config

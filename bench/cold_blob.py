@@ -38,7 +38,9 @@ from bench.harness import (
     Deployment,
     MiB,
     cleanup,
+    cpu_seconds,
     curl_parallel,
+    in_turns,
     machine_line,
     median,
     print_table,
@@ -64,18 +66,6 @@ UVLOOP_COMMAND = [
     "-c",
     "import sys, uvloop; uvloop.install(); from simple_registry.cli import main; sys.exit(main())",
 ]
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds_of(stat: Path) -> float:
-    """User + system seconds in a /proc .../stat file (a process: all its threads)."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system time of these processes, all their threads, so far."""
-    return sum(cpu_seconds_of(Path(f"/proc/{pid}/stat")) for pid in pids)
 
 
 def serving_pids(dep: Deployment, upstream: Distribution) -> list[int]:
@@ -180,7 +170,7 @@ def main() -> None:
         loads = {k: v for k, v in loads.items() if k.split(":")[0] in wanted_loads}
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for round_ in range(args.repeat):
-            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+            for mode in in_turns(modes, round_):
                 for load, blobs in loads.items():
                     label = f"{mode}-{round_}-{len(blobs)}"
                     dep = start(mode, bench, upstream, label)

@@ -32,6 +32,7 @@ from bench.harness import (
     cleanup,
     curl_parallel,
     image_size,
+    in_turns,
     machine_line,
     median,
     print_table,
@@ -104,8 +105,7 @@ def main() -> None:
         times: dict[tuple[str, str], list[float]] = {}
         costs: dict[tuple[str, str], list[dict[str, int]]] = {}
         for round_ in range(args.repeat):
-            order = modes[round_ % len(modes) :] + modes[: round_ % len(modes)]
-            for mode in order:
+            for mode in in_turns(modes, round_):
                 label = f"{mode}-{round_}-pull"
                 dep = start_mode(mode, bench, upstream, redis, label)
                 try:

@@ -28,6 +28,7 @@ from bench.harness import (
     MiB,
     cleanup,
     image_size,
+    in_turns,
     machine_line,
     median,
     print_table,
@@ -120,7 +121,7 @@ def main() -> None:
 
         results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
         for round_ in range(args.repeat):
-            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+            for mode in in_turns(modes, round_):
                 label = f"{mode}-{round_}"
                 dep = start_mode(mode, bench, upstream, redis, label)
                 try:

@@ -7,17 +7,21 @@
   in one process (`server`) and split (`frontend` + `cacher` + redis-server, one fs root).
 - `write_layer`: a fast deterministic tar layer generator (one seeded 1 MiB block,
   rotated and numbered per MiB), written to disk once while hashing.
-- `curl_parallel`: N concurrent `curl` processes, timed together.
-- small helpers: medians, tables, versions of the tools.
+- `curl_parallel`: N concurrent `curl` processes, timed together; `pull_through` warms a
+  registry with one image.
+- `run_wrk`, `add_wrk_arguments`, `WrkOptions`: requests/s of `wrk` on one URL.
+- small helpers: medians, tables, turns within a round, CPU seconds, versions of the tools.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -26,12 +30,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tests.fixtures.distribution import Distribution
+from tests.fixtures.distribution import AccessEntry, Distribution
 from tests.fixtures.images import ImagePusher, PushedImage
 from tests.fixtures.job_key import TEST_JOB_KEY
 from tests.fixtures.mirror import Mirror, mirror_config, upstream_entry
@@ -50,6 +54,8 @@ from tests.fixtures.redis_server import RedisServer
 
 MiB = 1024 * 1024
 REPO = "hub"  # the registry's repository key; clients ask for /v2/hub/<upstream name>/...
+TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 #: Debian package of each external program the scripts run.
 PACKAGES = {
@@ -127,6 +133,23 @@ def machine_line(*programs: str) -> str:
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
+
+
+def in_turns(names: Sequence[T], round_: int) -> list[T]:
+    """``names`` in this round's order: rotated one place a round, so none always goes first."""
+    shift = round_ % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    """User + system seconds in a /proc .../stat file (a process: all its threads)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system time of these processes, all their threads, so far."""
+    return sum(cpu_seconds_of(Path(f"/proc/{pid}/stat")) for pid in pids)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -220,6 +243,15 @@ def push_image(upstream: Distribution, name: str, tag: str, layers: Sequence[Lay
     try:
         image = build_manifest(list(layers), cmd=("/bin/sh", "-c", "ls -l /data.bin"))
         return pusher.push(name, tag, image)
+    finally:
+        pusher.client.close()
+
+
+def push_small_image(upstream: Distribution) -> PushedImage:
+    """The small single-platform image "bench/small:1.0" (a config and one tiny layer)."""
+    pusher: ImagePusher = pusher_for(upstream)
+    try:
+        return pusher.small_image("bench/small", "1.0")
     finally:
         pusher.client.close()
 
@@ -485,6 +517,115 @@ def curl_parallel(
             raise RuntimeError(f"GET {url}: {out!r} (expected 200 and {want} bytes)")
         results.append(result)
     return wall, results
+
+
+def pull_through(
+    registry: Deployment,
+    image: PushedImage,
+    upstream: Distribution,
+    *,
+    by_digest: bool = True,
+    extra_args: Sequence[str] = (),
+) -> None:
+    """Pull an image through once with curl (its manifest by tag, by digest too unless told
+    not to, then every blob) and wait until the registry cached it; ``extra_args`` as for
+    `curl_parallel`."""
+    references = (image.tag, image.digest) if by_digest else (image.tag,)
+    for reference in references:
+        curl_parallel(
+            [registry.manifest_url(image, reference)],
+            expect_size=image.image.size,
+            extra_args=extra_args,
+        )
+    for blob in image.blobs:
+        curl_parallel(
+            [registry.blob_url(image, blob.digest)], expect_size=blob.size, extra_args=extra_args
+        )
+    registry.settle(image, upstream)
+
+
+def run_wrk(
+    url: str,
+    threads: int,
+    connections: int,
+    duration: int,
+    headers: Sequence[str] = (),
+    timeout_s: int = 2,
+) -> float:
+    """Requests/s; raises if any response was not 2xx/3xx or a socket failed (a response
+    slower than ``timeout_s``, wrk's default 2, counts as a failed socket). ``headers``:
+    more request headers ("Name: value"), e.g. an Authorization; https URLs are TLS (wrk
+    does not verify the certificate; each connection does one handshake)."""
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s"]
+    for header in (f"Accept: {MANIFEST_ACCEPT}", *headers):
+        args += ["-H", header]
+    args.append(url)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or (errors and re.search(r"[1-9]", errors.group(1))):
+        raise RuntimeError(f"wrk {url}: errors\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk {url}: no Requests/sec in\n{out}")
+    return float(match.group(1))
+
+
+def add_wrk_arguments(parser: argparse.ArgumentParser) -> None:
+    """--repeat (rounds) and the options of every wrk run: --duration, --threads, --connections."""
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+
+
+@dataclass(frozen=True)
+class WrkOptions:
+    """The wrk options `add_wrk_arguments` parsed (all but --repeat)."""
+
+    threads: int
+    connections: int
+    duration: int  # seconds per run
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WrkOptions:
+        return cls(threads=args.threads, connections=args.connections, duration=args.duration)
+
+    @property
+    def command(self) -> str:
+        """``wrk -t2 -c32 -d10s``, for the line above a table."""
+        return f"wrk -t{self.threads} -c{self.connections} -d{self.duration}s"
+
+    def run(self, url: str, headers: Sequence[str] = (), timeout_s: int = 2) -> float:
+        """Requests/s of one run on ``url`` (see `run_wrk`)."""
+        return run_wrk(url, self.threads, self.connections, self.duration, headers, timeout_s)
+
+
+def manifest_rates(
+    systems: Mapping[str, Deployment],
+    image: PushedImage,
+    references: Mapping[str, str],
+    wrk: WrkOptions,
+    repeat: int,
+) -> dict[tuple[str, str], list[float]]:
+    """Requests/s of one wrk run per system and reference (label: tag or digest), every
+    round, the systems in turns; keyed by (system, reference label)."""
+    rates: dict[tuple[str, str], list[float]] = {(s, r): [] for s in systems for r in references}
+    for round_ in range(repeat):
+        for name in in_turns(list(systems), round_):
+            for label, reference in references.items():
+                rates[name, label].append(wrk.run(systems[name].manifest_url(image, reference)))
+    return rates
+
+
+def requests_by_registry(upstream: Distribution, mark: int) -> list[AccessEntry]:
+    """The upstream's requests since ``mark`` that this registry sent (by its User-Agent)."""
+    return [e for e in upstream.requests_since(mark) if e.user_agent.startswith("simple-registry")]
+
+
+def clients_label(n: int) -> str:
+    """A column heading: "1 client", "8 clients"."""
+    return f"{n} client{'s' if n > 1 else ''}"
 
 
 def upstream_cost(upstream: Distribution, mark: int) -> dict[str, int]:

@@ -14,30 +14,28 @@ import argparse
 
 from bench.harness import (
     Bench,
-    curl_parallel,
+    WrkOptions,
+    add_wrk_arguments,
     machine_line,
+    manifest_rates,
     median,
     print_table,
+    pull_through,
+    push_small_image,
     registry_server,
     require,
 )
-from bench.warm_manifest import run_wrk
-from tests.fixtures.plugin import pusher_for
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
+    add_wrk_arguments(parser)
     args = parser.parse_args()
+    wrk = WrkOptions.from_args(args)
     require("docker-registry", "curl", "wrk")
     with Bench("lifecycle-pull-time") as bench:
         upstream = bench.upstream()
-        pusher = pusher_for(upstream)
-        image = pusher.small_image("bench/small", "1.0")
-        pusher.client.close()
+        image = push_small_image(upstream)
         systems = {
             "update_pull_time = false": registry_server(bench, upstream, "off"),
             "update_pull_time = true": registry_server(
@@ -45,28 +43,12 @@ def main() -> None:
             ),
         }
         for registry in systems.values():
-            for reference in (image.tag, image.digest):
-                curl_parallel(
-                    [registry.manifest_url(image, reference)], expect_size=image.image.size
-                )
-            for blob in image.blobs:
-                curl_parallel([registry.blob_url(image, blob.digest)], expect_size=blob.size)
-            registry.settle(image, upstream)
+            pull_through(registry, image, upstream)
         references = {"by tag": image.tag, "by digest": image.digest}
+        rps = manifest_rates(systems, image, references, wrk, args.repeat)
         names = list(systems)
-        rps: dict[tuple[str, str], list[float]] = {(s, r): [] for s in systems for r in references}
-        for round_ in range(args.repeat):
-            for name in names[round_ % 2 :] + names[: round_ % 2]:
-                for label, reference in references.items():
-                    url = systems[name].manifest_url(image, reference)
-                    rps[name, label].append(
-                        run_wrk(url, args.threads, args.connections, args.duration)
-                    )
         print(machine_line("docker-registry", "wrk"))
-        print(
-            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-            f"{args.repeat} rounds, medians of requests/s"
-        )
+        print(f"{wrk.command}, {args.repeat} rounds, medians of requests/s")
         med = {key: median(values) for key, values in rps.items()}
         off, on = names
         rows = [[name, *(f"{med[name, r]:.0f}" for r in references)] for name in names]

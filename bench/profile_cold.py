@@ -26,11 +26,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.cold_blob import UVLOOP_COMMAND, cpu_seconds, cpu_seconds_of, tls_upstream
+from bench.cold_blob import UVLOOP_COMMAND, tls_upstream
 from bench.harness import (
     Bench,
     MiB,
     cleanup,
+    cpu_seconds,
+    cpu_seconds_of,
     curl_parallel,
     machine_line,
     push_image,

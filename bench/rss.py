@@ -25,6 +25,7 @@ from bench.harness import (
     MiB,
     cleanup,
     curl_parallel,
+    in_turns,
     machine_line,
     median,
     print_table,
@@ -105,7 +106,7 @@ def main() -> None:
         }
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for round_ in range(args.repeat):
-            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+            for mode in in_turns(modes, round_):
                 for load, blobs in loads.items():
                     label = f"{mode}-{round_}-{len(blobs)}-{blobs[0].size}"
                     dep = start_mode(mode, bench, upstream, redis, label)

@@ -14,7 +14,6 @@ within each round; medians. Goal: polled >= 0.95 x idle.
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 
@@ -23,25 +22,20 @@ import requests
 from bench.harness import (
     Bench,
     Deployment,
-    curl_parallel,
+    WrkOptions,
+    add_wrk_arguments,
+    cpu_seconds,
+    in_turns,
     machine_line,
     median,
     print_table,
+    pull_through,
+    push_small_image,
     registry_server,
     require,
 )
 from bench.ui_catalog import REPOSITORY, TAG, fill_storage, image_name
 from bench.ui_pages import ALLOW
-from bench.warm_manifest import run_wrk
-from tests.fixtures.plugin import pusher_for
-
-
-def cpu_secs(pid: int | None) -> float:
-    """User + system CPU seconds a process has used."""
-    assert pid is not None
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Poller:
@@ -81,27 +75,20 @@ class Poller:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
+    add_wrk_arguments(parser)
     parser.add_argument("--poll-interval", type=float, default=0.2)
     args = parser.parse_args()
+    wrk = WrkOptions.from_args(args)
     require("docker-registry", "curl", "wrk")
     with Bench("ui-polled-pull") as bench:
         upstream = bench.upstream()
-        pusher = pusher_for(upstream)
-        image = pusher.small_image("bench/small", "1.0")
-        pusher.client.close()
+        image = push_small_image(upstream)
 
         def start(label: str, ui: bool) -> Deployment:
             extra = {"eviction": {"interval_secs": 0}, "ui": {"enabled": ui}}
             registry = registry_server(bench, upstream, label, global_=ALLOW, extra=extra)
             fill_storage(bench.path(label, "data"), args.images)
-            curl_parallel([registry.manifest_url(image, image.tag)], expect_size=image.image.size)
-            for blob in image.blobs:
-                curl_parallel([registry.blob_url(image, blob.digest)], expect_size=blob.size)
-            registry.settle(image, upstream)
+            pull_through(registry, image, upstream, by_digest=False)
             return registry
 
         with_ui, without_ui = start("with-ui", True), start("without-ui", False)
@@ -121,26 +108,26 @@ def main() -> None:
         cpu_us: dict[str, list[float]] = {name: [] for name in conditions}
         latencies: list[float] = []
         for round_ in range(args.repeat):
-            shift = round_ % len(conditions)
-            for name in conditions[shift:] + conditions[:shift]:
+            for name in in_turns(conditions, round_):
                 registry = without_ui if name == "UI disabled" else with_ui
                 url = registry.manifest_url(image, image.tag)
-                before = cpu_secs(registry.pid)
+                assert registry.pid is not None
+                before = cpu_seconds([registry.pid])
                 if name.endswith("polled"):
                     with Poller(with_ui.url, paths, args.poll_interval) as poller:
-                        rate = run_wrk(url, args.threads, args.connections, args.duration)
+                        rate = wrk.run(url)
                     latencies += poller.latencies
                 else:
-                    rate = run_wrk(url, args.threads, args.connections, args.duration)
+                    rate = wrk.run(url)
                 rps[name].append(rate)
                 # CPU per request of the registry process: steady under a busy machine.
-                used = cpu_secs(registry.pid) - before
-                cpu_us[name].append(used / (rate * args.duration) * 1e6)
+                used = cpu_seconds([registry.pid]) - before
+                cpu_us[name].append(used / (rate * wrk.duration) * 1e6)
 
         print(machine_line("docker-registry", "wrk"))
         print(
-            f"{args.images} cached images per registry; wrk -t{args.threads} -c{args.connections} "
-            f"-d{args.duration}s on the manifest by tag, {args.repeat} rounds, medians; the "
+            f"{args.images} cached images per registry; {wrk.command} on the manifest by tag, "
+            f"{args.repeat} rounds, medians; the "
             f"poller fetched {len(paths)} UI pages in turn, one every {args.poll_interval}s"
         )
         medians = {name: median(values) for name, values in rps.items()}

@@ -23,13 +23,17 @@ from pathlib import Path
 from bench.harness import (
     Bench,
     MiB,
+    clients_label,
     curl_parallel,
     direct,
+    in_turns,
     machine_line,
     median,
     print_table,
+    pull_through,
     push_image,
     registry_server,
+    requests_by_registry,
     require,
     which,
     write_layer,
@@ -149,10 +153,7 @@ def main() -> None:
         digest, size = layer.blob.digest, layer.blob.size
 
         registry = registry_server(bench, upstream, "registry")
-        curl_parallel([registry.manifest_url(image, image.tag)])
-        for blob in image.blobs:
-            curl_parallel([registry.blob_url(image, blob.digest)], expect_size=blob.size)
-        registry.settle(image, upstream)
+        pull_through(registry, image, upstream, by_digest=False)
 
         nginx = Nginx(bench.path("nginx"), args.nginx_workers)
         bench.on_exit(nginx.stop)
@@ -170,13 +171,11 @@ def main() -> None:
         results: dict[tuple[str, int], list[float]] = {(s, n): [] for s in systems for n in counts}
         names = list(systems)
         for round_ in range(args.repeat):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            for name in in_turns(names, round_):
                 for n in counts:
                     wall, _ = curl_parallel([systems[name]] * n, expect_size=size)
                     results[name, n].append(n * size / wall / MiB)
-        registry_upstream = [
-            e for e in upstream.requests_since(mark) if e.user_agent.startswith("simple-registry")
-        ]
+        registry_upstream = requests_by_registry(upstream, mark)
 
         print(machine_line("docker-registry", "nginx", "curl"))
         print(
@@ -191,7 +190,7 @@ def main() -> None:
         rows.append(
             ["ratio registry/Distribution", *(f"{med[reg, n] / med[dist, n]:.2f}" for n in counts)]
         )
-        print_table(["MiB/s", *(f"{n} client{'s' if n > 1 else ''}" for n in counts)], rows)
+        print_table(["MiB/s", *(clients_label(n) for n in counts)], rows)
         print(f"upstream requests by the registry during the warm runs: {len(registry_upstream)}")
 
 
