@@ -63,7 +63,9 @@ class BlobService:
     def _clients(self, route: Route) -> list[UpstreamClient]:
         return self.upstreams.clients(route.repository.name)
 
-    async def get(self, route: Route, digest: Digest, *, head: bool) -> BlobAnswer:
+    async def get(
+        self, route: Route, digest: Digest, *, head: bool, looked_again: bool = False
+    ) -> BlobAnswer:
         try:
             info = await self.storage.blob_info(digest)
         except StorageUnavailable as error:
@@ -91,6 +93,10 @@ class BlobService:
                     await self._confirm(route, info)
                     return await self._hit(info, head)
                 case Freshness.FETCH:
+                    if not looked_again and self.fanout.committed_since(digest):
+                        # The cacher committed it between our storage lookup and now: its
+                        # spool is gone and storage answers (no second download).
+                        return await self.get(route, digest, head=head, looked_again=True)
                     self.metrics.cache.labels("blob", "miss").inc()
                     if head:
                         return await self._head_upstream(route, digest)

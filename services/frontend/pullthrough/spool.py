@@ -35,6 +35,7 @@ from ...common.storage import owners
 from ...common.storage.owners import owner_in
 from ...common.storage.staging import parse_staged_key, staged_key, staged_name
 from ...common.upstream import BlobDownload, UpstreamError
+from ...common.upstream.socketbody import SocketBody
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,15 @@ class SpoolFailed(Exception):
         self.cause = cause
 
 
-def _absorb(hasher: Any, file: BinaryIO, chunk: bytes) -> int:
+def _write_all(file: BinaryIO, chunk: bytes | memoryview) -> None:
+    view = memoryview(chunk)
+    while view:  # an unbuffered file may take less than it was given
+        view = view[file.write(view) or 0 :]
+
+
+def _absorb(hasher: Any, file: BinaryIO, chunk: bytes | memoryview) -> int:
     hasher.update(chunk)
-    file.write(chunk)
+    _write_all(file, chunk)
     return len(chunk)
 
 
@@ -120,25 +127,13 @@ class Spool:
     ) -> None:
         hasher = self.digest.hasher()
         file = self._file
-        loop = asyncio.get_running_loop()
-        received = 0
-        # Hashing and writing run in a thread (hashlib releases the GIL), one chunk at a
-        # time and in order, while the event loop reads the next chunk and serves clients.
-        absorbing: asyncio.Future[int] | None = None
         try:
             async with download:
-                async for chunk in download.chunks(SPOOL_CHUNK_SIZE):
-                    received += len(chunk)
-                    if max_size is not None and received > max_size:
-                        raise SpoolFailed(
-                            f"blob exceeds max_blob_size ({max_size} bytes)", "size_limit"
-                        )
-                    if absorbing is not None:
-                        self._advance(await absorbing)
-                    absorbing = loop.run_in_executor(None, _absorb, hasher, file, chunk)
-                if absorbing is not None:
-                    self._advance(await absorbing)
-                    absorbing = None
+                body = download.socket_body()
+                if body is not None:
+                    await self._read_socket(download, body, hasher, file, max_size)
+                else:
+                    await self._read_chunks(download, hasher, file, max_size)
             actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
             if actual != str(self.digest):
                 raise SpoolFailed(
@@ -154,9 +149,6 @@ class Spool:
                 download.failed(error.cause, str(error))
             log.error("blob download failed digest=%s: %s; nothing cached", self.digest, error)
         finally:
-            if absorbing is not None:
-                with contextlib.suppress(Exception):
-                    await absorbing
             file.close()
             if self.state is SpoolState.DOWNLOADING:  # cancelled
                 self.state = SpoolState.FAILED
@@ -167,6 +159,50 @@ class Spool:
             self._notify()
         if self.verified:
             await on_verified(self)
+
+    async def _read_socket(
+        self,
+        download: BlobDownload,
+        body: SocketBody,
+        hasher: Any,
+        file: BinaryIO,
+        max_size: int | None,
+    ) -> None:
+        """Read, hash and write in the socket's own thread; the loop hears of each piece
+        once it is in the file."""
+        if max_size is not None and body.size > max_size:
+            raise SpoolFailed(f"blob exceeds max_blob_size ({max_size} bytes)", "size_limit")
+
+        def absorb(piece: memoryview) -> None:
+            _absorb(hasher, file, piece)
+
+        await download.pump(body, absorb, self._advance)
+
+    async def _read_chunks(
+        self, download: BlobDownload, hasher: Any, file: BinaryIO, max_size: int | None
+    ) -> None:
+        """aiohttp's reads; hashing and writing run in a thread (hashlib releases the GIL),
+        one chunk at a time and in order, while the event loop reads the next chunk."""
+        loop = asyncio.get_running_loop()
+        received = 0
+        absorbing: asyncio.Future[int] | None = None
+        try:
+            async for chunk in download.chunks(SPOOL_CHUNK_SIZE):
+                received += len(chunk)
+                if max_size is not None and received > max_size:
+                    raise SpoolFailed(
+                        f"blob exceeds max_blob_size ({max_size} bytes)", "size_limit"
+                    )
+                if absorbing is not None:
+                    self._advance(await absorbing)
+                absorbing = loop.run_in_executor(None, _absorb, hasher, file, chunk)
+            if absorbing is not None:
+                self._advance(await absorbing)
+                absorbing = None
+        finally:
+            if absorbing is not None:  # let the write end before the file is closed
+                with contextlib.suppress(Exception):
+                    await absorbing
 
     def _advance(self, size: int) -> None:
         self.written += size
@@ -246,6 +282,13 @@ class Fanout:
             # spool whose file is gone must not answer for it.
             return None
         return spool
+
+    def committed_since(self, digest: Digest) -> bool:
+        """Was a spool of `digest` handed over and has the cacher taken its file since?"""
+        spool = self._spools.get(str(digest))
+        return (
+            spool is not None and spool.state is SpoolState.HANDED_OVER and not spool.path.exists()
+        )
 
     def _start(
         self,
