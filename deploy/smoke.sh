@@ -380,7 +380,16 @@ EOF
         code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/certs/ca.crt" \
             "https://127.0.0.1:$REGISTRY_PORT/v2/upstream/hello/tags/list")"
         [ "$code" = 401 ] || die "[split] an anonymous tag list answered $code, not 401"
-        # Both frontends took requests (haproxy balances them); the cachers stored blobs.
+        # Both frontends take requests. haproxy passes TLS through and balances
+        # connections (leastconn), not requests: sequential pulls may all land on one
+        # frontend, so 8 connections at once spread over both.
+        lists=()
+        for _ in 1 2 3 4 5 6 7 8; do
+            curl -fsS -o /dev/null "${CURL_TLS[@]}" \
+                "https://127.0.0.1:$REGISTRY_PORT/v2/upstream/hello/tags/list" &
+            lists+=("$!")
+        done
+        for list in "${lists[@]}"; do wait "$list" || die "[split] a tag list failed"; done
         for container in $(compose "${COMPOSE_FILES_ACTIVE[@]}" ps -q frontend); do
             "$DOCKER" logs "$container" 2>&1 | grep -q '"GET /v2/upstream/hello/' ||
                 die "[split] frontend $container served no pull"
