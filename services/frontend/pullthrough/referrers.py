@@ -40,7 +40,9 @@ class ReferrersAnswer:
 
 
 def fallback_tag(digest: Digest) -> str:
-    return f"{digest.algorithm}-{digest.hex}"
+    """The referrers tag schema `<alg>-<ref>`, `<ref>` limited to 64 characters (a sha512
+    digest's 128 would make a tag longer than the 128 a tag may have)."""
+    return f"{digest.algorithm}-{digest.hex[:64]}"
 
 
 def _descriptors(data: bytes) -> list[dict[str, Any]]:
