@@ -97,12 +97,13 @@ class SocketBody:
             loop.call_soon_threadsafe(progress, size)
 
         def run() -> None:
+            result: tuple[int | None, BaseException | None]
             try:
-                received = self._read(raw, held, sink, report)
+                result = (self._read(raw, held, sink, report), None)
             except BaseException as error:
-                loop.call_soon_threadsafe(finish, None, error)
-            else:
-                loop.call_soon_threadsafe(finish, received, None)
+                result = (None, error)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(finish, *result)
 
         thread = threading.Thread(target=run, name="blob-socket", daemon=True)
         thread.start()
