@@ -155,14 +155,7 @@ class BlobDownload:
                 self.bytes_read += len(chunk)
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as error:
-            self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
-            down = UpstreamDown(
-                self._upstream.host,
-                f"blob download interrupted: {error!r}",
-                cause=cause_of(error),
-            )
-            self._upstream.note_failure(down, "GET", self._name, self._digest)
-            raise down from error
+            raise self._interrupted(error, "") from error
         if self.size is not None and self.bytes_read != self.size:
             raise UpstreamUnavailable(
                 self._upstream.host,
@@ -183,15 +176,20 @@ class BlobDownload:
         try:
             await body.pump(sink, counted)
         except SocketReadFailed as failure:
-            error = failure.error
-            self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
-            down = UpstreamDown(
-                self._upstream.host,
-                f"blob download interrupted: {error!r} after {failure.received} bytes",
-                cause=cause_of(error),
-            )
-            self._upstream.note_failure(down, "GET", self._name, self._digest)
-            raise down from error
+            raise self._interrupted(
+                failure.error, f" after {failure.received} bytes"
+            ) from failure.error
+
+    def _interrupted(self, error: BaseException, where: str) -> UpstreamDown:
+        """The upstream broke off the body: a failure of its health, logged and counted."""
+        self._upstream.health.failed(False, f"blob download interrupted: {error!r}")
+        down = UpstreamDown(
+            self._upstream.host,
+            f"blob download interrupted: {error!r}{where}",
+            cause=cause_of(error),
+        )
+        self._upstream.note_failure(down, "GET", self._name, self._digest)
+        return down
 
     def failed(self, cause: str, message: str) -> None:
         """The download's bytes were refused (a digest mismatch, a size limit): counted
