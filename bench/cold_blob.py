@@ -31,11 +31,11 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from bench.harness import (
     Bench,
     Deployment,
+    Layer,
     MiB,
     cleanup,
     cpu_seconds,
@@ -76,10 +76,6 @@ def serving_pids(dep: Deployment, upstream: Distribution) -> list[int]:
 
 
 def start(mode: str, bench: Bench, upstream: Distribution, label: str) -> Deployment:
-    if mode == "direct":
-        dep = start_mode(mode, bench, upstream, None, label)
-        dep.scheme = "https" if upstream.tls else "http"
-        return dep
     if mode != "server-uvloop":
         return start_mode(mode, bench, upstream, None, label)
     saved = mirror_module.REGISTRY_COMMAND
@@ -118,13 +114,28 @@ def measure(
     return {"wall": wall, "bytes": sent, "cpu": total, "cpu_transfer": transfer}
 
 
-def tls_upstream(bench: Bench) -> tuple[Distribution, Path]:
+def upstream_for(bench: Bench, tls: bool) -> tuple[Distribution, list[str]]:
+    """The upstream Distribution, and curl's arguments for it. With `tls` it serves a test
+    CA's certificate, which the registry and Distribution's proxy (Go) trust through
+    SSL_CERT_FILE."""
+    if not tls:
+        return bench.upstream(), []
     pki = TestPki(bench.path("pki"))
     dist = Distribution(
         bench.path("upstream"), tls=ServedTls(server=pki.server("upstream"), ca=pki.ca_path)
     )
     bench.on_exit(dist.close)
-    return dist.start(), pki.ca_path
+    os.environ["SSL_CERT_FILE"] = str(pki.ca_path)
+    return dist.start(), ["--cacert", str(pki.ca_path)]
+
+
+def push_and_drop(upstream: Distribution, name: str, layers: Sequence[Layer]) -> PushedImage:
+    """Push `layers` as one image; the upstream has its copy, so their files go (disk)."""
+    image = push_image(upstream, name, "1.0", layers)
+    for layer in layers:
+        assert layer.blob.path is not None
+        layer.blob.path.unlink()
+    return image
 
 
 def main() -> None:
@@ -144,22 +155,13 @@ def main() -> None:
     modes = args.modes.split(",")
     wanted_loads = args.loads.split(",")
     with Bench("cold-blob") as bench:
-        curl_args: list[str] = []
-        if args.upstream_tls:
-            upstream, ca = tls_upstream(bench)
-            os.environ["SSL_CERT_FILE"] = str(ca)  # Distribution's proxy (Go) trusts it
-            curl_args = ["--cacert", str(ca)]
-        else:
-            upstream = bench.upstream()
+        upstream, curl_args = upstream_for(bench, args.upstream_tls)
         single = write_layer(bench.path("data", "single.tar"), args.single_mib * MiB, seed=300)
         distinct = [
             write_layer(bench.path("data", f"d{i}.tar"), args.distinct_mib * MiB, seed=400 + i)
             for i in range(args.distinct)
         ]
-        image = push_image(upstream, "bench/coldblob", "1.0", [single, *distinct])
-        for layer in [single, *distinct]:  # the upstream has its copy; free the disk
-            assert layer.blob.path is not None
-            layer.blob.path.unlink()
+        image = push_and_drop(upstream, "bench/coldblob", [single, *distinct])
         loads = {
             f"single: 1 x {args.single_mib} MiB, 1 client": [single.blob],
             f"distinct: {args.distinct} x {args.distinct_mib} MiB at once": [

@@ -308,7 +308,10 @@ class Deployment:
 
 
 def direct(upstream: Distribution) -> Deployment:
-    return Deployment("direct (upstream)", upstream.host_port, "", None, lambda: None)
+    scheme = "https" if upstream.tls else "http"
+    return Deployment(
+        "direct (upstream)", upstream.host_port, "", None, lambda: None, scheme=scheme
+    )
 
 
 def distribution_proxy(bench: Bench, upstream: Distribution, label: str) -> Deployment:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -26,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.cold_blob import UVLOOP_COMMAND, tls_upstream
+from bench.cold_blob import push_and_drop, start, upstream_for
 from bench.harness import (
     Bench,
     MiB,
@@ -35,12 +34,9 @@ from bench.harness import (
     cpu_seconds_of,
     curl_parallel,
     machine_line,
-    push_image,
     require,
-    start_mode,
     write_layer,
 )
-from tests.fixtures import mirror as mirror_module
 
 # A frame in py-spy's raw output: "function (path/to/file.py:123)".
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -147,25 +143,15 @@ def main() -> None:
     args = parser.parse_args()
     require("docker-registry", "curl")
     with Bench("profile-cold") as bench:
-        curl_args: list[str] = []
-        if args.upstream_tls:
-            upstream, ca = tls_upstream(bench)
-            os.environ["SSL_CERT_FILE"] = str(ca)
-            curl_args = ["--cacert", str(ca)]
-        else:
-            upstream = bench.upstream()
+        upstream, curl_args = upstream_for(bench, args.upstream_tls)
         layers = [
             write_layer(bench.path("data", f"l{i}.tar"), args.size_mib * MiB, seed=500 + i)
             for i in range(args.clients)
         ]
-        image = push_image(upstream, "bench/profile", "1.0", layers)
-        for layer in layers:
-            assert layer.blob.path is not None
-            layer.blob.path.unlink()
-        if args.uvloop:
-            mirror_module.REGISTRY_COMMAND = UVLOOP_COMMAND
-        dep = start_mode("server", bench, upstream, None, "registry")
+        image = push_and_drop(upstream, "bench/profile", layers)
+        dep = start("server-uvloop" if args.uvloop else "server", bench, upstream, "registry")
         raw_path = bench.path("py-spy.txt")
+        spy = None
         try:
             assert dep.pid is not None
             spy = py_spy(dep.pid, args.rate, raw_path)
@@ -184,8 +170,9 @@ def main() -> None:
             dep.settle_blobs({layer.blob.digest for layer in layers}, upstream)
             settled = cpu_seconds([dep.pid]) - before
             profiled = time.perf_counter() - profiled
-            stop(spy)
         finally:
+            if spy is not None:
+                stop(spy)
             cleanup(dep, bench, "registry")
         sent = sum(layer.blob.size for layer in layers)
         print(machine_line("docker-registry", "curl"))

@@ -35,7 +35,7 @@ from bench.harness import (
     require,
 )
 from bench.ui_catalog import REPOSITORY, TAG, fill_storage, image_name
-from bench.ui_pages import ALLOW
+from bench.ui_pages import ALLOW, percentile
 
 
 class Poller:
@@ -146,10 +146,9 @@ def main() -> None:
             ["condition", "requests/s", "x idle", "each round", "registry CPU us/request"], rows
         )
         if latencies:
-            ordered = sorted(latencies)
             print(
-                f"UI pages while loaded: {len(ordered)} requests, p50 "
-                f"{ordered[len(ordered) // 2]:.1f} ms, p95 {ordered[int(len(ordered) * 0.95)]:.1f} ms"
+                f"UI pages while loaded: {len(latencies)} requests, p50 "
+                f"{percentile(latencies, 0.5):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms"
             )
 
 
