@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..common import tracing
+from ..common.background import running
 from ..common.config import Settings
 from ..common.listen import listening_socket
 from ..common.metrics import CONTENT_TYPE_LATEST
@@ -19,7 +20,7 @@ from ..common.reload import ConfigWatcher
 from ..common.runtime import RUNTIME, Runtime, open_runtime
 from ..common.scrape import render_metrics
 from .consumer import Cacher
-from .lifecycle.scheduler import cancel, run_lifecycle
+from .lifecycle.scheduler import run_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ async def embedded_cacher(app: web.Application) -> AsyncIterator[None]:
     app[CACHER] = cacher
     stop = asyncio.Event()
     task = asyncio.create_task(cacher.run(stop, runtime.settings.server.drain_timeout_secs))
-    lifecycle = asyncio.create_task(run_lifecycle(runtime, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-        await cancel(lifecycle)
+    # Stopped at once, even mid-run, once the job loop has drained.
+    async with running(run_lifecycle(runtime, stop)):
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
 
 
 def _status_app(runtime: Runtime, cacher: Cacher) -> web.Application:
@@ -113,9 +114,8 @@ async def run_standalone(settings: Settings, config_paths: Sequence[Path] = ()) 
             settings.cacher.metrics_bind_address,
             settings.cacher.metrics_port,
         )
-        lifecycle = asyncio.create_task(run_lifecycle(runtime, stop))
-        await cacher.run(stop, settings.server.drain_timeout_secs)
-        await cancel(lifecycle)
+        async with running(run_lifecycle(runtime, stop)):
+            await cacher.run(stop, settings.server.drain_timeout_secs)
     finally:
         await runner.cleanup()
         await runtime.close()

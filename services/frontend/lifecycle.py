@@ -4,13 +4,13 @@ the pull-time recorder (`update_pull_time`), and the delete service."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..common.background import running
 from .pullthrough.deletes import DeleteService
 from .pullthrough.pulls import PullRecorder
 from .pullthrough.watcher import InvalidationWatcher
@@ -37,19 +37,14 @@ async def frontend_lifecycle(app: web.Application) -> AsyncIterator[None]:
         also_forget=frontend.blobs.fanout.forget_finished,
     )
     await watcher.poll()  # memory answers from the first request on
-    tasks = [asyncio.create_task(watcher.run())]
     pulls = None
     if settings.global_.update_pull_time:
         pulls = PullRecorder(
             runtime.storage, runtime.metrics, settings.eviction.pull_time_resolution_secs
         )
-        tasks.append(asyncio.create_task(pulls.run()))
-    app[LIFECYCLE] = FrontendLifecycle(DeleteService(runtime.storage), pulls)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running(watcher.run()))
+        if pulls is not None:
+            await stack.enter_async_context(running(pulls.run()))
+        app[LIFECYCLE] = FrontendLifecycle(DeleteService(runtime.storage), pulls)
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from ...common.background import running
 from ...common.queue import JobQueue, QueueUnavailable
 from ...common.storage import RegistryStorage
 from ...common.storage.keys import LOCK_KEY
@@ -71,13 +72,10 @@ class LifecycleLock(abc.ABC):
         if not await self.take():
             raise LockBusy("another process is pruning or scrubbing")
         guard = Guard()
-        beat = asyncio.create_task(self._beat(guard))
         try:
-            yield guard
+            async with running(self._beat(guard)):
+                yield guard
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
             await self.release()
 
     async def _beat(self, guard: Guard) -> None:

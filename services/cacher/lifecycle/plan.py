@@ -34,7 +34,6 @@ class Dropped:
 @dataclass(slots=True)
 class PrunePlan:
     dropped: list[Dropped] = field(default_factory=list)
-    tags: list[tuple[str, str]] = field(default_factory=list)  # (name, tag)
     manifests: list[tuple[str, str]] = field(default_factory=list)  # (name, digest), parents first
     released: dict[str, str] = field(default_factory=dict)  # blob digest -> reason
     released_bytes: int = 0
@@ -120,8 +119,6 @@ def plan_prune(
 def _drop(plan: PrunePlan, holdings: Holdings, dropped: Dropped) -> None:
     image = dropped.image
     plan.dropped.append(dropped)
-    if image.tag is not None:
-        plan.tags.append((image.name, image.tag))
     manifests, blobs = holdings.release(image)
     plan.manifests.extend((image.name, digest) for digest in manifests)
     for blob in _stored(blobs, holdings.sizes):

@@ -69,13 +69,6 @@ async def timed(runtime: Runtime, task: str, run: Callable[[], Awaitable[Report]
     log.info("%s", report.summary())
 
 
-async def cancel(task: asyncio.Task[None]) -> None:
-    """Stop the loop at once, even mid-run (at shutdown)."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -124,6 +124,7 @@ class FsObjectStore(ObjectStore):
     def __init__(self, root_dir: Path, sync_to_disk: bool = False):
         self.root = root_dir.resolve()
         self.sync_to_disk = sync_to_disk
+        self._owner: tuple[int, str] | None = None
 
     @property
     def owners_folder(self) -> Path:
@@ -132,8 +133,12 @@ class FsObjectStore(ObjectStore):
 
     @property
     def owner(self) -> str:
-        """This process's owner id, written into the names of its temp files."""
-        return owners.owner_in(self.owners_folder).name
+        """This process's owner id, written into the names of its temp files (looked up
+        once per process: a pre-forked worker has an owner of its own)."""
+        pid = os.getpid()
+        if self._owner is None or self._owner[0] != pid:
+            self._owner = (pid, owners.owner_in(self.owners_folder).name)
+        return self._owner[1]
 
     async def open(self) -> None:
         try:
@@ -182,7 +187,7 @@ class FsObjectStore(ObjectStore):
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
         base = self.path(prefix)
-        keys = await asyncio.to_thread(self._walk, base)
+        keys = await _on_walker(self._walk, base)
         for key in keys:
             yield key
 
@@ -196,7 +201,7 @@ class FsObjectStore(ObjectStore):
 
     async def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         base = self.path(prefix)
-        found = await asyncio.to_thread(self._walk_info, base)
+        found = await _on_walker(self._walk_info, base)
         for info in found:
             yield info
 

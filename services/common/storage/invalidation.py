@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from ..background import running
 from .layout import RegistryStorage
 from .records import Invalidation
 
@@ -77,14 +78,9 @@ async def deleting(storage: RegistryStorage) -> AsyncIterator[Hold]:
     batch after `hold.check()`."""
     hold = Hold()
     await announce(storage)
-    beat = asyncio.create_task(_beat(storage, hold))
-    try:
+    async with running(_beat(storage, hold)):
         await asyncio.sleep(SETTLE_SECS)
         yield hold
-    finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
 
 
 async def _beat(storage: RegistryStorage, hold: Hold) -> None:

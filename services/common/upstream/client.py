@@ -579,10 +579,10 @@ class UpstreamClient:
         status = response.status
         if status < 300:
             return
+        if status == 404:  # the common miss: its body says nothing more
+            raise UpstreamNotFound(self.host, f"{what}: not found")
         code = await _error_code(response)
         said = f"{what}: upstream answered {status}{f' {code}' if code else ''}"
-        if status == 404:
-            raise UpstreamNotFound(self.host, f"{what}: not found")
         if status == 429:
             raise UpstreamRateLimited(
                 self.host, said, _retry_after(response.headers.get("Retry-After"))

@@ -9,7 +9,6 @@ answered.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 from typing import ClassVar
@@ -83,9 +82,7 @@ class ManifestTooLarge(UpstreamUnavailable):
 
 def cause_of(error: BaseException) -> str:
     """The cause class of a transport failure (aiohttp, asyncio, OS errors)."""
-    if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return "tls"
-    if isinstance(error, ssl.SSLError):
+    if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
         return "tls"
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return "dns"
@@ -100,9 +97,7 @@ def cause_of(error: BaseException) -> str:
         return "connect_refused" if "refused" in str(os_error).lower() else "connect_failed"
     if isinstance(error, aiohttp.ConnectionTimeoutError):
         return "connect_timeout"
-    if isinstance(error, aiohttp.SocketTimeoutError):
-        return "read_timeout"
-    if isinstance(error, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(error, TimeoutError):  # aiohttp's read timeouts are TimeoutErrors too
         return "read_timeout"
     if isinstance(
         error,

@@ -23,7 +23,6 @@ class DownloadSlots:
         self.host = host
         self.limit = limit
         self.wait_secs = wait_secs
-        self.in_use = 0
         self._semaphore = asyncio.Semaphore(limit)
 
     async def acquire(self) -> None:
@@ -38,8 +37,6 @@ class DownloadSlots:
                 f"(max_concurrent_downloads); none finished within {self.wait_secs:.0f}s",
                 BUSY_RETRY_AFTER_SECS,
             ) from None
-        self.in_use += 1
 
     def release(self) -> None:
-        self.in_use -= 1
         self._semaphore.release()

@@ -130,8 +130,12 @@ class TargetGuard:
         if parts.hostname == self.upstream_host:
             return  # the configured upstream itself
         targets = await self._addresses(parts.hostname)
-        upstream = await self._addresses(self.upstream_host)
+        upstream: list[IPAddress] | None = None
         for address in targets:
+            if range_of(address) is None:
+                continue  # public: followed, whatever the upstream's own range
+            if upstream is None:  # looked up only when a special range needs comparing
+                upstream = await self._addresses(self.upstream_host)
             reason = refusal(address, upstream, self.allowed)
             if reason is not None:
                 log.warning(

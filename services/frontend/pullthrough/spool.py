@@ -277,7 +277,7 @@ class Fanout:
         spool = self._spools.get(str(digest))
         if spool is not None and spool.state in (SpoolState.FAILED, SpoolState.UNCLAIMED):
             return None
-        if spool is not None and spool.state is SpoolState.HANDED_OVER and not spool.path.exists():
+        if self.committed_since(digest):
             # The cacher committed it (storage answers now), or it was deleted since: a
             # spool whose file is gone must not answer for it.
             return None
