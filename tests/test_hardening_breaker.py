@@ -102,7 +102,11 @@ def test_a_one_second_blip_fails_cold_pulls_only_while_the_upstream_is_gone(
         for index in range(12):
             pool.submit(client, index)
         try:
-            time.sleep(2.0)  # the load runs against a healthy upstream (pacing the test)
+            poll_until(  # the load runs against a healthy upstream first
+                lambda: sum(r[2] == "cold" and r[3] == 404 for r in list(records)) >= 24,
+                30,
+                what="cold pulls answered by a healthy upstream",
+            )
             down_at = time.monotonic()
             proxy.kill()
             time.sleep(1.1)  # the blip
@@ -112,7 +116,15 @@ def test_a_one_second_blip_fails_cold_pulls_only_while_the_upstream_is_gone(
             time.sleep(1.0)
             retagged = pusher.replace_tag(unique_repo, "latest", generation=7)
             retag_at = time.monotonic()
-            time.sleep(4.0)
+            # Until the retag was served and the load ran well past the breaker's waits.
+            poll_until(
+                lambda: (
+                    time.monotonic() > up_at + 5
+                    and any(r[2] == "tag" and r[4] == retagged.digest for r in list(records))
+                ),
+                60,
+                what="the retag served, 5 s after the upstream came back",
+            )
         finally:
             stop.set()
 

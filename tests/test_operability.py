@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -184,41 +183,40 @@ def faulty_upstreams(test_pki: TestPki) -> Iterator[tuple[ThreadedServer, Thread
 
 
 def test_each_upstream_failure_is_logged_and_counted_with_its_cause(
-    mirror_factory: MirrorFactory, faulty_upstreams: tuple[ThreadedServer, ThreadedServer]
+    mirror_factory: MirrorFactory,
+    faulty_upstreams: tuple[ThreadedServer, ThreadedServer],
+    refused_url: str,
 ) -> None:
     plain, tls = faulty_upstreams
-    refusing = socket.socket()
-    refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     repositories = {
         "dns": {"upstream": [{"url": "https://registry.no-such-host.invalid"}]},
-        "refused": {"upstream": [{"url": f"http://127.0.0.1:{refusing.getsockname()[1]}"}]},
+        "refused": {"upstream": [{"url": refused_url}]},
         "faulty": {"upstream": [{"url": plain.url, "read_timeout_secs": 1}]},
         "tls": {"upstream": [{"url": tls.url}]},
     }
-    with refusing:
-        mirror = mirror_factory(repositories, global_={"upstream_failure_threshold": 100})
-        digest = "sha256:" + "0" * 64
-        cases = [
-            ("dns/a/b/manifests/1", "dns", 503),
-            ("refused/a/b/manifests/1", "connect_refused", 503),
-            ("faulty/stall/x/manifests/1", "read_timeout", 503),
-            ("tls/a/b/manifests/1", "tls", 503),
-            ("faulty/fail/x/manifests/1", "http_503", 503),
-            (f"faulty/corrupt/x/manifests/{digest}", "digest_mismatch", 503),
-            # Last: a 429 holds every request to that upstream back for its Retry-After.
-            ("faulty/limit/x/manifests/1", "rate_limited", 429),
-        ]
-        for path, cause, status in cases:
-            answer = mirror.get(f"/v2/{path}")
-            assert answer.status_code == status, (path, answer.text)
-            mirror.wait_for_log(f"cause={cause}")
-            line = next(
-                entry
-                for entry in mirror.log().splitlines()
-                if "pull failed" in entry and f"/v2/{path}" in entry
-            )
-            assert f"cause={cause}" in line and f"answered={status}" in line, line
-        metrics = mirror.get("/metrics").text
+    mirror = mirror_factory(repositories, global_={"upstream_failure_threshold": 100})
+    digest = "sha256:" + "0" * 64
+    cases = [
+        ("dns/a/b/manifests/1", "dns", 503),
+        ("refused/a/b/manifests/1", "connect_refused", 503),
+        ("faulty/stall/x/manifests/1", "read_timeout", 503),
+        ("tls/a/b/manifests/1", "tls", 503),
+        ("faulty/fail/x/manifests/1", "http_503", 503),
+        (f"faulty/corrupt/x/manifests/{digest}", "digest_mismatch", 503),
+        # Last: a 429 holds every request to that upstream back for its Retry-After.
+        ("faulty/limit/x/manifests/1", "rate_limited", 429),
+    ]
+    for path, cause, status in cases:
+        answer = mirror.get(f"/v2/{path}")
+        assert answer.status_code == status, (path, answer.text)
+        mirror.wait_for_log(f"cause={cause}")
+        line = next(
+            entry
+            for entry in mirror.log().splitlines()
+            if "pull failed" in entry and f"/v2/{path}" in entry
+        )
+        assert f"cause={cause}" in line and f"answered={status}" in line, line
+    metrics = mirror.get("/metrics").text
     for _path, cause, _status in cases:
         assert re.search(
             rf'registry_upstream_failures_total{{cause="{cause}",upstream="[^"]+"}} [1-9]', metrics
