@@ -30,7 +30,7 @@ from .inventory import Inventory, take_inventory
 from .plan import plan_prune
 from .report import Report, human
 from .retention import RetentionJudge, Verdict
-from .state import ReferenceReader, Survey, survey
+from .state import ReferenceReader, Survey, read_all, survey
 from .verify import corrupt_blobs
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,8 @@ class Lifecycle:
         if dry_run:
             return self._planned(report, inventory, collection)
         # Marks before the records go: a crash in between leaves a blob that no manifest
-        # holds but that still waits out its grace.
-        for digest, reason in later.items():
-            await self.storage.mark_released(Digest.parse(digest), reason, now)
+        # holds but that still waits out its grace. (Written in batches, as reads are.)
+        await read_all(later, lambda d: self.storage.mark_released(Digest.parse(d), later[d], now))
         outcome = await execute(self.storage, inventory, collection, self.reader, check)
         return await self._done(report, seen, outcome)
 
@@ -147,13 +146,12 @@ class Lifecycle:
         idle = idle_blobs(
             seen.inventory, held, grace_secs=self.grace, now=now, released_now=released
         )
+        marked = [d for d in idle if d not in released and d in seen.inventory.released]
+        marks = await read_all(marked, lambda d: self.storage.get_released(Digest.parse(d)))
         reasons: dict[str, str] = {}
         for digest in idle:
-            reason = released.get(digest)
-            if reason is None and digest in seen.inventory.released:
-                mark = await self.storage.get_released(Digest.parse(digest))
-                reason = mark.reason if mark is not None else None
-            reasons[digest] = reason or GC
+            mark = marks.get(digest)
+            reasons[digest] = released.get(digest) or (mark.reason if mark else None) or GC
         return reasons
 
     # -- scrub --------------------------------------------------------------------------
