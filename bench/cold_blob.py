@@ -157,10 +157,7 @@ def main() -> None:
     with Bench("cold-blob") as bench:
         upstream, curl_args = upstream_for(bench, args.upstream_tls)
         single = write_layer(bench.path("data", "single.tar"), args.single_mib * MiB, seed=300)
-        distinct = [
-            write_layer(bench.path("data", f"d{i}.tar"), args.distinct_mib * MiB, seed=400 + i)
-            for i in range(args.distinct)
-        ]
+        distinct = bench.layers("d", [args.distinct_mib] * args.distinct, seed=400)
         image = push_and_drop(upstream, "bench/coldblob", [single, *distinct])
         loads = {
             f"single: 1 x {args.single_mib} MiB, 1 client": [single.blob],

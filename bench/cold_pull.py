@@ -40,7 +40,6 @@ from bench.harness import (
     require,
     start_mode,
     upstream_cost,
-    write_layer,
 )
 from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import PushedImage
@@ -93,10 +92,7 @@ def main() -> None:
     with Bench("cold-pull") as bench:
         upstream = bench.upstream()
         redis = bench.redis() if "split" in modes else None
-        layers = [
-            write_layer(bench.path("data", f"layer{i}.tar"), size * MiB, seed=10 + i)
-            for i, size in enumerate(sizes)
-        ]
+        layers = bench.layers("layer", sizes, seed=10)
         image = push_image(upstream, "bench/cold", "1.0", layers)
         biggest = max(image.blobs, key=lambda b: b.size)
         total = image_size(image)

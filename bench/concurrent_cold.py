@@ -35,7 +35,6 @@ from bench.harness import (
     push_image,
     require,
     start_mode,
-    write_layer,
 )
 from tests.fixtures.images import PushedImage
 from tests.fixtures.oci import MANIFEST_ACCEPT
@@ -112,10 +111,7 @@ def main() -> None:
     with Bench("concurrent-cold") as bench:
         upstream = bench.upstream()
         redis = bench.redis() if "split" in modes else None
-        layers = [
-            write_layer(bench.path("data", f"layer{i}.tar"), size * MiB, seed=20 + i)
-            for i, size in enumerate(sizes)
-        ]
+        layers = bench.layers("layer", sizes, seed=20)
         image = push_image(upstream, "bench/concurrent", "1.0", layers)
         blob_paths = {f"/v2/{image.name}/blobs/{d}": d for d in image.blob_digests}
 

@@ -190,6 +190,13 @@ class Bench:
     def path(self, *parts: str) -> Path:
         return self.work.joinpath(*parts)
 
+    def layers(self, prefix: str, sizes_mib: Sequence[int], seed: int) -> list[Layer]:
+        """Layers of the given sizes, each of its own bytes (seeds `seed`, `seed + 1`, ...)."""
+        return [
+            write_layer(self.path("data", f"{prefix}{i}.tar"), size * MiB, seed=seed + i)
+            for i, size in enumerate(sizes_mib)
+        ]
+
     def on_exit(self, callback: Callable[..., Any], *args: Any) -> None:
         self.stack.callback(callback, *args)
 

@@ -35,7 +35,6 @@ from bench.harness import (
     curl_parallel,
     machine_line,
     require,
-    write_layer,
 )
 
 # A frame in py-spy's raw output: "function (path/to/file.py:123)".
@@ -144,10 +143,7 @@ def main() -> None:
     require("docker-registry", "curl")
     with Bench("profile-cold") as bench:
         upstream, curl_args = upstream_for(bench, args.upstream_tls)
-        layers = [
-            write_layer(bench.path("data", f"l{i}.tar"), args.size_mib * MiB, seed=500 + i)
-            for i in range(args.clients)
-        ]
+        layers = bench.layers("l", [args.size_mib] * args.clients, seed=500)
         image = push_and_drop(upstream, "bench/profile", layers)
         dep = start("server-uvloop" if args.uvloop else "server", bench, upstream, "registry")
         raw_path = bench.path("py-spy.txt")

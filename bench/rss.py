@@ -89,10 +89,7 @@ def main() -> None:
         upstream = bench.upstream()
         redis = bench.redis() if "split" in modes else None
         big = write_layer(bench.path("data", "big.tar"), args.big_mib * MiB, seed=100)
-        small = [
-            write_layer(bench.path("data", f"small{i}.tar"), args.small_mib * MiB, seed=200 + i)
-            for i in range(args.distinct)
-        ]
+        small = bench.layers("small", [args.small_mib] * args.distinct, seed=200)
         image = push_image(upstream, "bench/rss", "1.0", [big, *small])
         for layer in [big, *small]:  # the upstream has its copy; free the disk
             assert layer.blob.path is not None
