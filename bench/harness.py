@@ -277,7 +277,7 @@ class Deployment:
     host_port: str
     prefix: str  # prepended to the upstream's repository name
     pid: int | None  # the process that serves HTTP (for RSS)
-    stop: Callable[[], None]
+    stop: Callable[[], object]  # any return value is ignored (Mirror.stop returns a code)
     cached: Callable[[PushedImage], bool] = field(default=lambda _image: True)
     stored: Callable[[Iterable[str]], bool] = field(default=lambda _digests: True)
     other_pids: dict[str, int] = field(default_factory=dict)  # e.g. the split cacher

@@ -140,7 +140,7 @@ def main() -> None:
             for mode in modes:
                 runs = results[mode, load]
                 wall = median(r["wall"] for r in runs)
-                row = [
+                cells = [
                     load,
                     MODES[mode],
                     mb(median(r["idle"] for r in runs)),
@@ -151,7 +151,7 @@ def main() -> None:
                     f"{runs[0]['bytes'] / wall / MiB:.0f}",
                     mb(median(r["cacher"] for r in runs)) if "cacher" in runs[0] else "-",
                 ]
-                rows.append(row)
+                rows.append(cells)
         print_table(
             [
                 "load",

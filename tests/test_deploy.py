@@ -327,13 +327,13 @@ def test_configuration_is_mounted_read_only_and_state_lives_in_named_volumes(
         assert Path(binds[0]["source"]).is_file(), name
     lb_binds = [v for v in split["services"]["lb"]["volumes"] if v["type"] == "bind"]
     assert all(b["read_only"] for b in lb_binds) and lb_binds
-    for service, target in (("redis", "/data"), ("minio", "/data")):
+    for service_name, target in (("redis", "/data"), ("minio", "/data")):
         volumes = {
             v["target"]: v["source"]
-            for v in split["services"][service]["volumes"]
+            for v in split["services"][service_name]["volumes"]
             if v["type"] == "volume"
         }
-        assert volumes[target] in split["volumes"], service
+        assert volumes[target] in split["volumes"], service_name
 
 
 def test_registry_containers_run_unprivileged_with_a_read_only_root_filesystem(

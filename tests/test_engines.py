@@ -203,7 +203,7 @@ def test_docker_pull_of_an_unprefixed_name_comes_through_the_registry_mirror(
     docker.pull("nginx:1.25.0")
 
     pulled = docker.client.images.get("nginx:1.25.0")
-    assert pulled.id == image.image.config.digest
+    assert pulled.id == host_manifest(image).config.digest
     assert f"nginx@{image.digest}" in pulled.attrs["RepoDigests"]
     requests = watch.requests()
     sent = api(requests)
@@ -283,7 +283,7 @@ def test_repeated_docker_pulls_of_an_immutable_tag_after_rmi_make_no_upstream_re
 
         docker.pull("nginx:1.25.0")
 
-        assert docker.client.images.get("nginx:1.25.0").id == image.image.config.digest
+        assert docker.client.images.get("nginx:1.25.0").id == host_manifest(image).config.digest
         assert watch.upstream_saw() == set(), f"warm pull {round_}"
         sent = watch.sent()
         # What dockerd fetched again (it may keep a layer it still has) came from storage.

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import redis as redis_py
 from simple_registry.common.queue.jobs import CacheJob, JobKind, JobSigner
@@ -39,7 +40,11 @@ def poisoned(image: PushedImage, tag: str, enqueued_at: float = 0.0) -> CacheJob
 def dead_letters(server: RedisServer) -> list[dict[bytes, bytes]]:
     client = redis_py.Redis.from_url(server.url)
     try:
-        return [fields for _id, fields in client.xrange(queue_key(PREFIX, DEAD))]
+        # bytes (decode_responses is off) and never None from XRANGE, which the stub allows
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], client.xrange(queue_key(PREFIX, DEAD))
+        )
+        return [fields for _id, fields in entries]
     finally:
         client.close()
 

@@ -518,7 +518,9 @@ def test_split_mode_one_cacher_prunes_a_killed_ones_lock_expires_and_the_other_f
         # A cacher starts pruning the drops: it holds the lock and told frontends to forget;
         # kill it there, before it deletes anything.
         poll_until(lambda: invalidation_written() > 0, 60, what="a prune to begin deleting")
-        holder = (redis_client.get(lock_key) or b"").decode()
+        lock_value = redis_client.get(lock_key) or b""
+        assert isinstance(lock_value, bytes)  # decode_responses is off
+        holder = lock_value.decode()
         pid = int(holder.split(":")[1])
         victim = next(c for c in cachers if c.process is not None and c.process.pid == pid)
         survivor = next(c for c in cachers if c is not victim)

@@ -309,7 +309,7 @@ def test_a_cold_pull_in_split_mode_is_one_trace_across_frontend_and_cacher(
         return [s for s in otlp_receiver.spans if s["service"] == service]
 
     poll_until(
-        lambda: spans_of("simple-registry-cacher") and len([s for s in spans_of("simple-registry-frontend") if s["name"].startswith("GET")]) >= 2,
+        lambda: bool(spans_of("simple-registry-cacher")) and len([s for s in spans_of("simple-registry-frontend") if s["name"].startswith("GET")]) >= 2,
         30.0,
         what="spans from the frontend and the cacher",
     )  # fmt: skip

@@ -175,6 +175,7 @@ def test_an_upstream_with_basic_auth_is_pulled_through_with_the_configured_crede
     mirror = hub(mirror_factory, upstream_basic)
     skopeo_copy(through(mirror, image), tmp_path / "out")
     assert dir_manifest(tmp_path / "out") == image.manifest_bytes
+    assert upstream_basic.password is not None
     assert upstream_basic.password not in mirror.log()
 
 
@@ -198,6 +199,7 @@ def test_an_upstream_with_token_auth_is_pulled_through_and_its_token_is_reused(
     mark = token_server.mark()
     skopeo_copy(through(mirror, image), tmp_path / "two")  # mutable tag: one HEAD upstream
     assert token_server.requests_since(mark) == []
+    assert upstream_token.password is not None
     assert upstream_token.password not in mirror.log()
 
 

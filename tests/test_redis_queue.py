@@ -234,7 +234,10 @@ async def test_dead_letter_moves_the_job_to_the_dead_stream_with_the_reason(
         assert await queue.depth() == 0
         assert await queue.dead_letters() == [(job, "upstream said 404")]
         dead_key = queue_key(queue.settings.key_prefix, DEAD)
-        ((_, fields),) = await client.xrange(dead_key)
+        entries = await client.xrange(dead_key)
+        assert entries is not None
+        ((_, fields),) = entries
+        assert fields is not None
         assert fields[b"job"] == queue.signer.seal(job.pack())
         assert fields[b"id"] == delivery.id.encode()
         assert abs(float(fields[b"failed_at"]) - time.time()) < 60
@@ -266,7 +269,10 @@ async def test_an_unknown_job_version_is_delivered_without_a_job_and_with_the_er
 
         await queue.dead_letter(delivery, delivery.raw_error)
         assert await queue.dead_letters() == [(None, delivery.raw_error)]
-        ((_, fields),) = await client.xrange(queue.dead_key)
+        entries = await client.xrange(queue.dead_key)
+        assert entries is not None
+        ((_, fields),) = entries
+        assert fields is not None
         assert fields[b"job"] == sealed  # the original bytes, for an operator
         assert await queue.depth() == 0
 

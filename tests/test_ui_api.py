@@ -305,10 +305,10 @@ def test_without_ui_enabled_there_is_no_ui_and_a_ui_oidc_table_stops_start_up(
         ({"enabled": True, "oidc": {"provider": "x", "client_id": "y"}}, 2, "ui.oidc"),
         ({"enabled": "yes"}, 2, "ui.enabled"),
     ):
-        path = tmp_path / "ui.toml"
-        path.write_bytes(tomli_w.dumps({**config, "ui": ui}).encode())
+        config_path = tmp_path / "ui.toml"
+        config_path.write_bytes(tomli_w.dumps({**config, "ui": ui}).encode())
         result = subprocess.run(
-            [*REGISTRY_COMMAND, "-c", str(path), "check-config"],
+            [*REGISTRY_COMMAND, "-c", str(config_path), "check-config"],
             capture_output=True,
             text=True,
             timeout=60,
