@@ -63,6 +63,17 @@ def repository_key(kind: KeyKind, name: str, reference: Tag | Digest) -> str:
     return f"{REPOSITORIES}{name}/{kind.value}/{reference.algorithm}/{reference.hex}"
 
 
+def tags_prefix(name: str) -> str:
+    """The prefix of a repository's tag keys: a key's remainder is the tag."""
+    return f"{repository_prefix(name)}{KeyKind.TAG.value}/"
+
+
+def repository_of(key: str) -> str | None:
+    """The name of the repository a manifest key (a tag or a revision) belongs to."""
+    marker = key.find("/_manifests/")
+    return key[len(REPOSITORIES) : marker] if key.startswith(REPOSITORIES) and marker > 0 else None
+
+
 def released_key(digest: Digest) -> str:
     return f"{RELEASED}{digest.algorithm}/{digest.hex}"
 

@@ -34,7 +34,9 @@ from .keys import (
     parse_repository_key,
     released_key,
     repository_key,
+    repository_of,
     repository_prefix,
+    tags_prefix,
 )
 from .objects import DigestMismatch, ObjectStore, ObjectWriter, StorageUnavailable
 from .records import Invalidation, PullTime, Released, StorageUsage, parse_record
@@ -80,10 +82,6 @@ _THREAD_HASH_MIN = 128 * 1024
 def _file_digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, algorithm).hexdigest()
-
-
-def _repo_key(name: str) -> str:
-    return f"repositories/{name}"
 
 
 class VerifyingWriter:
@@ -176,6 +174,23 @@ class RegistryStorage:
     def blob_path(self, digest: Digest) -> Path | None:
         return self.objects.local_path(blob_key(digest))
 
+    async def stored_blob_hex(self, digest: Digest) -> str | None:
+        """What the stored blob's bytes hash to (in its digest's algorithm); None when gone."""
+        return await self._hex_of(blob_key(digest), digest)
+
+    async def _hex_of(self, key: str, digest: Digest) -> str | None:
+        local = self.objects.local_path(key)
+        try:
+            if local is not None:
+                # In a thread: hashlib releases the GIL, and a file is hashed without copies.
+                return await asyncio.to_thread(_file_digest, local, digest.algorithm)
+            hasher = digest.hasher()
+            async for chunk in self.objects.read(key):
+                hasher.update(chunk)
+            return hasher.hexdigest()
+        except FileNotFoundError:
+            return None
+
     def read_blob_range(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
         return self.objects.read(blob_key(digest), start, end)
 
@@ -198,15 +213,7 @@ class RegistryStorage:
             return False
         if await self.objects.stat(staged_key) is None:
             return False
-        local = self.objects.local_path(staged_key)
-        if local is not None:
-            actual = await asyncio.to_thread(_file_digest, local, digest.algorithm)
-        else:
-            hasher = digest.hasher()
-            async for chunk in self.objects.read(staged_key):
-                hasher.update(chunk)
-            actual = hasher.hexdigest()
-        if actual != digest.hex:
+        if await self._hex_of(staged_key, digest) != digest.hex:
             await self.objects.delete(staged_key)
             return False
         await self.objects.promote(staged_key, blob_key(digest))
@@ -298,16 +305,12 @@ class RegistryStorage:
         await self.objects.put(INVALIDATION_KEY, invalidation.to_json())
 
     async def list_tags(self, name: str) -> list[str]:
-        prefix = f"{_repo_key(name)}/_manifests/tags/"
+        prefix = tags_prefix(name)
         return sorted([key[len(prefix) :] async for key in self.objects.list(prefix)])
 
     async def list_repositories(self) -> list[str]:
-        names: set[str] = set()
-        async for key in self.objects.list("repositories/"):
-            marker = key.find("/_manifests/")
-            if marker > 0:
-                names.add(key[len("repositories/") : marker])
-        return sorted(names)
+        names = {repository_of(key) async for key in self.objects.list(REPOSITORIES)}
+        return sorted(name for name in names if name is not None)
 
     async def repositories_after(self, after: str | None = None) -> AsyncIterator[str]:
         """Names with manifests in storage, in path order (segment by segment, as a sorted
