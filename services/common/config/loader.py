@@ -62,7 +62,7 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
     queue = _parse_queue(root.table("queue"))
     cacher = _parse_cacher(root.table("cacher"))
     ui = _parse_ui(root.table("ui"))
-    eviction = parse_eviction(root.table("eviction"), _gc_grace(root))
+    eviction = parse_eviction(root.table("eviction"), global_.gc_grace_secs)
     observability = _parse_observability(root.table("observability"))
     compat.ignore(root, compat.IGNORED_TOP_LEVEL, ignored)
     root.finish()
@@ -82,14 +82,6 @@ def parse_settings(data: Mapping[str, Any]) -> Settings:
         unknown_keys=tuple(unknown),
         ignored_keys=tuple(ignored),
     )
-
-
-def _gc_grace(root: Table) -> float | None:
-    """Angos's `[global] gc_grace_secs`: the grace of unreferenced blobs ([eviction])."""
-    global_table = root.raw("global")
-    if not isinstance(global_table, dict) or "gc_grace_secs" not in global_table:
-        return None
-    return Table(global_table, "global", []).number("gc_grace_secs", 0.0)
 
 
 def _check_cross_references(
@@ -178,8 +170,8 @@ def _parse_global(table: Table | None, ignored: list[str]) -> GlobalSettings:
         allowed_redirect_networks=_networks(table, "allowed_redirect_networks"),
         update_pull_time=table.boolean("update_pull_time", default_of(d, "update_pull_time")),
         retention_policy=parse_retention_policy(table.table("retention_policy")),
+        gc_grace_secs=table.number("gc_grace_secs", None),
     )
-    table.ignore("gc_grace_secs")  # read with [eviction] (`_gc_grace`)
     compat.ignore(table, compat.IGNORED_GLOBAL, ignored)
     table.finish()
     return settings

@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 
 class ConfigError(Exception):
@@ -124,7 +124,11 @@ class Table:
             raise ConfigError(self.key(name), value, f"an integer at least {minimum}{bound}")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    @overload
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float: ...
+    @overload
+    def number(self, name: str, default: None, *, minimum: float = 0.0) -> float | None: ...
+    def number(self, name: str, default: float | None, *, minimum: float = 0.0) -> float | None:
         value = self.raw(name)
         if value is None:
             return default

@@ -150,6 +150,8 @@ class GlobalSettings:
     # Record when each tag and manifest was last pulled (retention rules, the budget).
     update_pull_time: bool = False
     retention_policy: RetentionPolicy | None = None
+    # Angos's name for [eviction] blob_grace_secs, its default when set.
+    gc_grace_secs: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
