@@ -3,8 +3,6 @@ services answer with values, and those become responses here."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aiohttp import web
 
 from ..common.errors import BackendUnavailable, NotFound
@@ -59,11 +57,13 @@ async def manifest(
     # Docker and containers/image send one Accept header per media type: read them all.
     accept = ", ".join(request.headers.getall("Accept", ())) or None
     answer = await manifests.get(route, reference, accept)
+    body: bytes | None = None
     if request.method == "GET" and not etag_matches(request, answer.digest):
         try:
-            answer = replace(answer, data=await manifests.read_bytes(answer))
+            body = await manifests.read_bytes(answer)
         except ManifestVanished:  # deleted since its lookup (a prune): a miss on a new look
             answer = await manifests.get(route, reference, accept)
+            body = await manifests.read_bytes(answer)
     pulls = request.app[LIFECYCLE].pulls
     if pulls is not None:
         pulls.record(route.storage_name, reference)
@@ -83,7 +83,7 @@ async def manifest(
     if request.method == "HEAD":
         headers["Content-Length"] = str(answer.size)
         return web.Response(status=200, headers=headers)
-    body = await manifests.read_bytes(answer)
+    assert body is not None  # a GET not answered 304 read it above
     response = web.Response(status=200, body=body, headers=headers)
     response.content_type = answer.media_type
     return response

@@ -19,7 +19,7 @@ import logging
 import time
 
 from ...common.metrics import Metrics
-from ...common.oci import Digest, Reference, Tag
+from ...common.oci import Reference
 from ...common.storage import RegistryStorage
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ TICK_SECS = 1.0
 WRITES_AT_ONCE = 8
 MAX_KEYS = 100_000  # pending and remembered: beyond, pulls are not recorded until a flush
 
-_Key = tuple[str, str]  # (name, tag or digest)
+_Key = tuple[str, Reference]
 
 
 class PullRecorder:
@@ -42,7 +42,7 @@ class PullRecorder:
 
     def record(self, name: str, reference: Reference) -> None:
         """Note a pull now (a dict write; nothing waits)."""
-        key = (name, str(reference))
+        key = (name, reference)
         if key in self._pending or len(self._pending) < MAX_KEYS:
             self._pending[key] = time.time()
 
@@ -59,9 +59,8 @@ class PullRecorder:
 
     async def _write(self, key: _Key, when: float) -> None:
         name, reference = key
-        parsed: Reference = Digest.parse(reference) if ":" in reference else Tag(reference)
         try:
-            await self.storage.put_pull_time(name, parsed, when)
+            await self.storage.put_pull_time(name, reference, when)
         except Exception as error:
             self.metrics.pull_times_written.labels("failed").inc()
             if not self._failing:
