@@ -7,7 +7,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,12 +27,13 @@ REPO = "hub"
 
 
 @pytest.fixture
-def slow_upstream(distribution_factory: Any) -> Iterator[tuple[Distribution, FaultyProxy]]:
+def slow_upstream(
+    distribution_factory: Any, faulty_proxy: Callable[..., FaultyProxy]
+) -> tuple[Distribution, FaultyProxy]:
     upstream = distribution_factory()
-    proxy = FaultyProxy(upstream.url).start()
+    proxy = faulty_proxy(upstream.url)
     proxy.faults.throttle_bytes_per_sec = 6 * 1024 * 1024
-    yield upstream, proxy
-    proxy.stop()
+    return upstream, proxy
 
 
 def connection_refused(port: int) -> bool:

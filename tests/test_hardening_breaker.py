@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,12 @@ def test_a_one_second_blip_fails_cold_pulls_only_while_the_upstream_is_gone(
     mirror_factory: MirrorFactory,
     distribution_factory: Any,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
 ) -> None:
     private = distribution_factory()
     pusher = pusher_for(private)
     pusher.small_image(unique_repo, "latest")
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     mirror = mirror_factory({"hub": {"upstream": [{"url": proxy.url, "connect_timeout_secs": 1}]}})
     tagged = f"{mirror.url}/v2/hub/{unique_repo}/manifests/latest"
     assert requests.get(tagged, headers={"Accept": ACCEPT}, timeout=30).status_code == 200
@@ -110,8 +110,7 @@ def test_a_one_second_blip_fails_cold_pulls_only_while_the_upstream_is_gone(
             down_at = time.monotonic()
             proxy.kill()
             time.sleep(1.1)  # the blip
-            revived = FaultyProxy(private.url, port=proxy.port).start()
-            stand_ins.append(revived)
+            faulty_proxy(private.url, port=proxy.port)  # back on the same port
             up_at = time.monotonic()
             time.sleep(1.0)
             retagged = pusher.replace_tag(unique_repo, "latest", generation=7)

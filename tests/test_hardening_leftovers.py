@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,14 @@ def test_a_partial_spool_of_a_killed_frontend_is_removed_at_restart_and_a_live_o
     mirror_factory: MirrorFactory,
     distribution_factory: Any,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
     tmp_path: Path,
 ) -> None:
     private = distribution_factory()
     pusher = pusher_for(private)
     killed_image = pusher.large_image(f"{unique_repo}-a", "1.0", size_mib=8, seed=1)
     live_image = pusher.large_image(f"{unique_repo}-b", "1.0", size_mib=8, seed=2)
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     proxy.faults.throttle_bytes_per_sec = 1024 * 1024
     shared = tmp_path / "shared"
     repositories = {"hub": {"upstream": [{"url": proxy.url}]}}
@@ -119,12 +119,11 @@ def test_a_failed_spool_is_removed_at_once_not_at_the_next_miss(
     mirror_factory: MirrorFactory,
     distribution_factory: Any,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
 ) -> None:
     private = distribution_factory()
     image = pusher_for(private).large_image(unique_repo, "1.0", size_mib=2)
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     proxy.faults.corrupt_blobs = True
     mirror = mirror_factory({"hub": {"upstream": [{"url": proxy.url}]}})
     staging = mirror.data_root / "_staging"
@@ -164,7 +163,7 @@ def test_a_write_that_fails_at_its_last_flush_leaves_no_temp_file(
     distribution_factory: Any,
     redis_server: RedisServer,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
     tmp_path: Path,
 ) -> None:
     private = distribution_factory()
@@ -172,8 +171,7 @@ def test_a_write_that_fails_at_its_last_flush_leaves_no_temp_file(
     # at commit, the final flush.
     image = pusher_for(private).push(unique_repo, "1.0", build_small_image(os.urandom(600 * 1024)))
     layer = image.largest_blob
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     cacher = _cacher(mirror_factory, proxy, redis_server, tmp_path)
     assert cacher.process is not None
     # Files may grow to 200 KiB only: the "disk" is full for the layer.
@@ -198,14 +196,13 @@ def test_a_live_cachers_temp_file_survives_a_sweep_and_a_killed_ones_goes_at_the
     distribution_factory: Any,
     redis_server: RedisServer,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
     tmp_path: Path,
 ) -> None:
     private = distribution_factory()
     image = pusher_for(private).large_image(unique_repo, "1.0", size_mib=8)
     layer = image.largest_blob
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     proxy.faults.throttle_bytes_per_sec = 1024 * 1024
     writer = _cacher(mirror_factory, proxy, redis_server, tmp_path)
     enqueue_jobs(

@@ -11,6 +11,7 @@ import resource
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,12 @@ def test_abandoned_slow_downloads_hold_no_manifest_back_and_a_full_cap_answers_4
     mirror_factory: MirrorFactory,
     distribution_factory: Any,
     unique_repo: str,
-    stand_ins: list[Any],
+    faulty_proxy: Callable[..., FaultyProxy],
 ) -> None:
     private = distribution_factory()
     pusher = pusher_for(private)
     images = [pusher.large_image(f"{unique_repo}-{i}", "1.0", size_mib=3, seed=i) for i in range(5)]
-    proxy = FaultyProxy(private.url).start()
-    stand_ins.append(proxy)
+    proxy = faulty_proxy(private.url)
     proxy.faults.throttle_bytes_per_sec = 512 * 1024  # each blob takes about 6 s
     entry = {"url": proxy.url, "max_concurrent_downloads": 3, "connect_timeout_secs": 2}
     mirror = mirror_factory({"hub": {"upstream": [entry]}})

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,9 @@ ACCEPT = MANIFEST_ACCEPT  # every manifest type, as pulling clients send
 
 
 @pytest.fixture
-def proxy(upstream: Distribution) -> Iterator[FaultyProxy]:
+def proxy(upstream: Distribution, faulty_proxy: Callable[..., FaultyProxy]) -> FaultyProxy:
     """A fault-injecting proxy in front of the shared upstream."""
-    started = FaultyProxy(upstream.url).start()
-    yield started
-    started.stop()
+    return faulty_proxy(upstream.url)
 
 
 def through(mirror_factory: MirrorFactory, proxy: FaultyProxy, **options: Any) -> Mirror:
@@ -393,41 +391,40 @@ def test_sync_to_disk_fsyncs_each_committed_file_before_its_rename_and_its_folde
 
 
 def test_every_documented_metric_counts_what_it_names_without_names_or_digests(
-    mirror_factory: MirrorFactory, distribution_factory: Any, unique_repo: str, tmp_path: Path
+    mirror_factory: MirrorFactory,
+    distribution_factory: Any,
+    unique_repo: str,
+    tmp_path: Path,
+    faulty_proxy: Callable[..., FaultyProxy],
 ) -> None:
     upstream = distribution_factory()
     pusher = pusher_for(upstream)
     small = pusher.small_image(f"{unique_repo}/small", "latest")
     layer = pusher.large_image(f"{unique_repo}/large", "1.0", size_mib=8).largest_blob
-    proxy = FaultyProxy(upstream.url).start()
-    try:
-        proxy.faults.extra_headers = {"ratelimit-remaining": "76;w=21600"}
-        mirror = through(mirror_factory, proxy)  # mutable tags: a warm pull revalidates
-        reference = f"{mirror.host_port}/{REPO}/{small.name}:latest"
-        skopeo_copy(reference, tmp_path / "cold")  # manifest and blobs: misses
-        wait_until_idle()
-        skopeo_copy(reference, tmp_path / "warm")  # revalidated manifest, blob hits
-        # One slow download, shared by a second client: a stream in flight, then coalesced.
-        proxy.faults.throttle_bytes_per_sec = 4 * 1024 * 1024
-        url = f"{mirror.url}/v2/{REPO}/{unique_repo}/large/blobs/{layer.digest}"
-        first = Download(url)
-        first.start()
-        poll_until(
-            lambda: mirror.metric("registry_upstream_streams_in_flight") == 1, 30, what="stream"
-        )
-        second = Download(url)
-        second.start()
-        for client in (first, second):
-            client.join(60)
-            assert client.error is None and client.hasher.hexdigest() == layer.digest[7:]
-        proxy.faults.throttle_bytes_per_sec = None
-        proxy.faults.answer = (503, {})  # the upstream goes down: a stale answer
-        stale = mirror.get(f"/v2/{REPO}/{small.name}/manifests/latest", headers={"Accept": ACCEPT})
-        assert stale.status_code == 200 and "Warning" in stale.headers
-        wait_until_idle()
-        text = mirror.metrics()
-    finally:
-        proxy.stop()
+    proxy = faulty_proxy(upstream.url)
+    proxy.faults.extra_headers = {"ratelimit-remaining": "76;w=21600"}
+    mirror = through(mirror_factory, proxy)  # mutable tags: a warm pull revalidates
+    reference = f"{mirror.host_port}/{REPO}/{small.name}:latest"
+    skopeo_copy(reference, tmp_path / "cold")  # manifest and blobs: misses
+    wait_until_idle()
+    skopeo_copy(reference, tmp_path / "warm")  # revalidated manifest, blob hits
+    # One slow download, shared by a second client: a stream in flight, then coalesced.
+    proxy.faults.throttle_bytes_per_sec = 4 * 1024 * 1024
+    url = f"{mirror.url}/v2/{REPO}/{unique_repo}/large/blobs/{layer.digest}"
+    first = Download(url)
+    first.start()
+    poll_until(lambda: mirror.metric("registry_upstream_streams_in_flight") == 1, 30, what="stream")
+    second = Download(url)
+    second.start()
+    for client in (first, second):
+        client.join(60)
+        assert client.error is None and client.hasher.hexdigest() == layer.digest[7:]
+    proxy.faults.throttle_bytes_per_sec = None
+    proxy.faults.answer = (503, {})  # the upstream goes down: a stale answer
+    stale = mirror.get(f"/v2/{REPO}/{small.name}/manifests/latest", headers={"Accept": ACCEPT})
+    assert stale.status_code == 200 and "Warning" in stale.headers
+    wait_until_idle()
+    text = mirror.metrics()
 
     def value(name: str, **labels: str) -> float:
         return metric_sample(text, name, **labels)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,6 @@ def private_upstream(distribution_factory: Any) -> Distribution:
     return distribution_factory()
 
 
-@pytest.fixture
-def proxies() -> Iterator[list[FaultyProxy]]:
-    started: list[FaultyProxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
-
-
 def through_proxy(mirror_factory: MirrorFactory, proxy: FaultyProxy, **repository: Any) -> Mirror:
     return mirror_factory({REPO: {"upstream": [{"url": proxy.url}], **repository}})
 
@@ -53,13 +45,12 @@ def read_all(response: requests.Response) -> bytes:
 def test_an_upstream_that_dies_mid_blob_fails_the_transfer_and_caches_nothing(
     mirror_factory: MirrorFactory,
     private_upstream: Distribution,
-    proxies: list[FaultyProxy],
+    faulty_proxy: Callable[..., FaultyProxy],
     unique_repo: str,
 ) -> None:
     image = pusher_for(private_upstream).large_image(unique_repo, "1.0", size_mib=24)
     layer = image.largest_blob
-    proxy = FaultyProxy(private_upstream.url).start()
-    proxies.append(proxy)
+    proxy = faulty_proxy(private_upstream.url)
     proxy.faults.throttle_bytes_per_sec = 8 * 1024 * 1024
     mirror = through_proxy(mirror_factory, proxy)
     url = f"{mirror.url}/v2/{REPO}/{unique_repo}/blobs/{layer.digest}"
@@ -86,8 +77,7 @@ def test_an_upstream_that_dies_mid_blob_fails_the_transfer_and_caches_nothing(
     assert layer.digest not in mirror.stored_blobs()
     assert mirror.temp_files() == []
 
-    revived = FaultyProxy(private_upstream.url, port=proxy.port).start()
-    proxies.append(revived)
+    faulty_proxy(private_upstream.url, port=proxy.port)  # back on the same port
     with requests.get(url, stream=True, timeout=60) as response:
         assert response.status_code == 200
         assert hashlib.sha256(read_all(response)).hexdigest() == layer.digest[7:]
@@ -98,10 +88,9 @@ def test_corrupted_upstream_bytes_abort_the_transfer_are_logged_and_not_cached(
     mirror_factory: MirrorFactory,
     upstream: Distribution,
     small_image: PushedImage,
-    proxies: list[FaultyProxy],
+    faulty_proxy: Callable[..., FaultyProxy],
 ) -> None:
-    proxy = FaultyProxy(upstream.url).start()
-    proxies.append(proxy)
+    proxy = faulty_proxy(upstream.url)
     proxy.faults.corrupt_blobs = True
     mirror = through_proxy(mirror_factory, proxy)
     blob = small_image.largest_blob
@@ -177,10 +166,9 @@ def test_once_the_circuit_opens_a_hanging_upstream_costs_no_more_waiting(
 
 
 def test_an_open_circuit_spares_a_failing_upstream_further_requests(
-    mirror_factory: MirrorFactory, upstream: Distribution, proxies: list[FaultyProxy]
+    mirror_factory: MirrorFactory, upstream: Distribution, faulty_proxy: Callable[..., FaultyProxy]
 ) -> None:
-    proxy = FaultyProxy(upstream.url).start()
-    proxies.append(proxy)
+    proxy = faulty_proxy(upstream.url)
     proxy.faults.answer = (503, {})
     mirror = mirror_factory(
         {REPO: {"upstream": [{"url": proxy.url}]}},
@@ -197,11 +185,10 @@ def test_a_429_with_retry_after_stops_upstream_requests_while_cached_content_is_
     mirror_factory: MirrorFactory,
     upstream: Distribution,
     small_image: PushedImage,
-    proxies: list[FaultyProxy],
+    faulty_proxy: Callable[..., FaultyProxy],
     tmp_path: Path,
 ) -> None:
-    proxy = FaultyProxy(upstream.url).start()
-    proxies.append(proxy)
+    proxy = faulty_proxy(upstream.url)
     mirror = through_proxy(mirror_factory, proxy)  # every tag mutable: each pull asks upstream
     name = f"{REPO}/{small_image.name}"
     skopeo_copy(f"{mirror.host_port}/{name}:{small_image.tag}", tmp_path / "warm")
