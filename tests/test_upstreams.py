@@ -17,7 +17,7 @@ from tests.fixtures.images import PushedImage
 from tests.fixtures.mirror import MirrorFactory, upstream_entry
 from tests.fixtures.plugin import pusher_for
 from tests.fixtures.skopeo import dir_manifest, skopeo_copy
-from tests.fixtures.threaded_server import ThreadedServer
+from tests.fixtures.threaded_server import StandIn
 
 
 def test_a_refused_first_upstream_falls_over_to_the_next_in_order(
@@ -76,7 +76,7 @@ def test_a_blob_stored_through_one_repository_is_not_served_for_a_name_the_upstr
     assert response.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
 
 
-class Cdn:
+class Cdn(StandIn):
     """A stand-in for Docker Hub's blob CDN (no real part redirects blobs to another host):
     it answers `/v2/.../blobs/...` with a 307 to itself under another host name (through
     `hops` redirects in all), serves the bytes from the real upstream there, and records
@@ -89,15 +89,7 @@ class Cdn:
         self.cdn_requests: list[dict[str, str]] = []
         self.authorized_requests = 0
         self.expected_auth = "Basic " + base64.b64encode(b"someone:s3cret-password").decode()
-        self._server = ThreadedServer(self._app, name="cdn")
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__("cdn")
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         if request.path != "/v2/" and request.headers.get("Authorization") != self.expected_auth:
@@ -149,13 +141,6 @@ class Cdn:
         app.router.add_get("/hop/{hop:\\d+}/{name:.+}/{digest}", self._next_hop)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         return app
-
-    def start(self) -> Cdn:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
 
 
 @pytest.fixture
