@@ -111,6 +111,7 @@ def test_catalog_pages_cost_what_they_show_and_never_delay_a_cached_blob_hit(
 
     # A whole listing, page by page, in path order, each name once.
     listed: list[str] = []
+    whole_began = time.monotonic()
     url = "/v2/_catalog?n=5000"
     while url:
         page = mirror.get(url)
@@ -118,6 +119,7 @@ def test_catalog_pages_cost_what_they_show_and_never_delay_a_cached_blob_hit(
         listed += page.json()["repositories"]
         link = page.headers.get("Link")
         url = link[1 : link.index(">")] if link else ""
+    whole_listing_secs = time.monotonic() - whole_began
     assert [n for n in listed if n.startswith("hub/bulk/")] == expected
     assert len(listed) == len(set(listed))
 
@@ -154,7 +156,15 @@ def test_catalog_pages_cost_what_they_show_and_never_delay_a_cached_blob_hit(
         timer.join(30)
     assert hits, "no blob hit was timed"
     assert max(hits) < 1.0, f"a cached blob hit took {max(hits):.2f}s"
-    assert max(slowest_pages) < 2.0, f"a catalog page took {max(slowest_pages):.2f}s"
+    # A page of 200 costs a hundredth of the whole listing: twelve at once still take far
+    # less than it. Pages that each walk everything take longer than the whole listing
+    # (30 s against 9 s, tried). Compared within the run, not with a fixed bound, as a
+    # loaded machine slows both (1.5 s against 10 s on 2 idle cores; 1.4 s against 15 s
+    # beside two busy loops, where the fixed 2 s bound failed 3 runs in 3 at 2.7-3.0 s).
+    assert max(slowest_pages) < whole_listing_secs / 2, (
+        f"a catalog page took {max(slowest_pages):.2f}s, "
+        f"the whole listing {whole_listing_secs:.2f}s"
+    )
 
 
 def _open_files(pid: int) -> int:
