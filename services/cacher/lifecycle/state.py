@@ -8,13 +8,13 @@ cacher's later runs read only manifests cached since.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ...common.batches import in_batches
 from ...common.manifests import ManifestUnreadable, References, references
 from ...common.oci import Digest
 from ...common.storage import ManifestRecord, RegistryStorage
@@ -28,24 +28,7 @@ READS_AT_ONCE = 32
 MAX_REMEMBERED_MANIFESTS = 500_000
 RECORD_SETTLED_SECS = 5.0
 
-K = TypeVar("K")
-V = TypeVar("V")
 R = TypeVar("R", ManifestRecord, PullTime)
-
-
-async def read_all(
-    keys: Iterable[K], read: Callable[[K], Awaitable[V]], at_once: int = READS_AT_ONCE
-) -> dict[K, V]:
-    """`read(key)` for every key, `at_once` at a time."""
-    pending = list(keys)
-    results: dict[K, V] = {}
-    for start in range(0, len(pending), at_once):
-        batch = pending[start : start + at_once]
-        for key, value in zip(
-            batch, await asyncio.gather(*(read(key) for key in batch)), strict=True
-        ):
-            results[key] = value
-    return results
 
 
 class ReferenceReader:
@@ -76,7 +59,7 @@ class ReferenceReader:
         return found
 
     async def read_many(self, digests: Iterable[str]) -> dict[str, References | None]:
-        return await read_all(set(digests), self.read)
+        return await in_batches(set(digests), self.read, READS_AT_ONCE)
 
     async def records(self, infos: Iterable[ObjectInfo], kind: type[R]) -> dict[str, R]:
         """The records of these objects that parse, by key."""
@@ -96,7 +79,7 @@ class ReferenceReader:
                 self._records[key] = (info.modified, info.size, record)
             return record
 
-        found = await read_all(wanted, read)
+        found = await in_batches(wanted, read, READS_AT_ONCE)
         return {key: record for key, record in found.items() if record is not None}
 
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ...common.batches import in_batches
 from ...common.config import Settings
 from ...common.metrics import Metrics
 from ...common.oci import Digest
@@ -30,7 +31,7 @@ from .inventory import Inventory, take_inventory
 from .plan import plan_prune
 from .report import Report, human
 from .retention import RetentionJudge, Verdict
-from .state import ReferenceReader, Survey, read_all, survey
+from .state import READS_AT_ONCE, ReferenceReader, Survey, survey
 from .verify import corrupt_blobs
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,11 @@ class Lifecycle:
             return self._planned(report, inventory, collection)
         # Marks before the records go: a crash in between leaves a blob that no manifest
         # holds but that still waits out its grace. (Written in batches, as reads are.)
-        await read_all(later, lambda d: self.storage.mark_released(Digest.parse(d), later[d], now))
+        await in_batches(
+            later,
+            lambda d: self.storage.mark_released(Digest.parse(d), later[d], now),
+            READS_AT_ONCE,
+        )
         outcome = await execute(self.storage, inventory, collection, self.reader, check)
         return await self._done(report, seen, outcome)
 
@@ -147,7 +152,9 @@ class Lifecycle:
             seen.inventory, held, grace_secs=self.grace, now=now, released_now=released
         )
         marked = [d for d in idle if d not in released and d in seen.inventory.released]
-        marks = await read_all(marked, lambda d: self.storage.get_released(Digest.parse(d)))
+        marks = await in_batches(
+            marked, lambda d: self.storage.get_released(Digest.parse(d)), READS_AT_ONCE
+        )
         reasons: dict[str, str] = {}
         for digest in idle:
             mark = marks.get(digest)

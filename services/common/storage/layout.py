@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .. import tracing
+from ..batches import in_batches
 from ..oci import Digest, Tag
 from .keys import (
     INVALIDATION_KEY,
@@ -352,15 +353,15 @@ class RegistryStorage:
     async def layer_links(self, name: str) -> dict[str, int]:
         """The blobs pulled through `name`, with the sizes their links recorded."""
         found = await self._linked_digests(KeyKind.LAYER, name)
+        contents = await in_batches(
+            [key for key, _ in found], self.objects.get, _LINK_READS_AT_ONCE
+        )
         links: dict[str, int] = {}
-        for start in range(0, len(found), _LINK_READS_AT_ONCE):
-            batch = found[start : start + _LINK_READS_AT_ONCE]
-            contents = await asyncio.gather(*(self.objects.get(key) for key, _ in batch))
-            for (_key, digest), data in zip(batch, contents, strict=True):
-                try:
-                    links[str(digest)] = int(json.loads(data or b"{}")["size"])
-                except (ValueError, KeyError, TypeError):
-                    continue
+        for key, digest in found:
+            try:
+                links[str(digest)] = int(json.loads(contents[key] or b"{}")["size"])
+            except (ValueError, KeyError, TypeError):
+                continue
         return links
 
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 
+from ...common.batches import in_batches
 from ...common.metrics import Metrics
 from ...common.oci import Reference
 from ...common.storage import RegistryStorage
@@ -53,9 +54,7 @@ class PullRecorder:
                 due.append((key, when))
         # Not due: within the resolution of what was written, so not worth a write.
         self._pending.clear()
-        for start in range(0, len(due), WRITES_AT_ONCE):
-            batch = due[start : start + WRITES_AT_ONCE]
-            await asyncio.gather(*(self._write(key, when) for key, when in batch))
+        await in_batches(due, lambda item: self._write(*item), WRITES_AT_ONCE)
 
     async def _write(self, key: _Key, when: float) -> None:
         name, reference = key
