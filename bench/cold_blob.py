@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from collections.abc import Sequence
 
 from bench.harness import (
     Bench,
     Deployment,
-    Layer,
     MiB,
     cleanup,
     cpu_seconds,
@@ -44,16 +42,16 @@ from bench.harness import (
     machine_line,
     median,
     print_table,
-    push_image,
+    push_and_drop,
     require,
     start_mode,
+    upstream_for,
     write_layer,
 )
 from tests.fixtures import mirror as mirror_module
-from tests.fixtures.distribution import Distribution, ServedTls
+from tests.fixtures.distribution import Distribution
 from tests.fixtures.images import PushedImage
 from tests.fixtures.oci import Blob
-from tests.fixtures.tls import TestPki
 
 MODES = {
     "direct": "direct (upstream)",
@@ -112,30 +110,6 @@ def measure(
     total = cpu_seconds(pids) - before
     sent = sum(b.size for b in blobs)
     return {"wall": wall, "bytes": sent, "cpu": total, "cpu_transfer": transfer}
-
-
-def upstream_for(bench: Bench, tls: bool) -> tuple[Distribution, list[str]]:
-    """The upstream Distribution, and curl's arguments for it. With `tls` it serves a test
-    CA's certificate, which the registry and Distribution's proxy (Go) trust through
-    SSL_CERT_FILE."""
-    if not tls:
-        return bench.upstream(), []
-    pki = TestPki(bench.path("pki"))
-    dist = Distribution(
-        bench.path("upstream"), tls=ServedTls(server=pki.server("upstream"), ca=pki.ca_path)
-    )
-    bench.on_exit(dist.close)
-    os.environ["SSL_CERT_FILE"] = str(pki.ca_path)
-    return dist.start(), ["--cacert", str(pki.ca_path)]
-
-
-def push_and_drop(upstream: Distribution, name: str, layers: Sequence[Layer]) -> PushedImage:
-    """Push `layers` as one image; the upstream has its copy, so their files go (disk)."""
-    image = push_image(upstream, name, "1.0", layers)
-    for layer in layers:
-        assert layer.blob.path is not None
-        layer.blob.path.unlink()
-    return image
 
 
 def main() -> None:

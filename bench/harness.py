@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.fixtures.distribution import AccessEntry, Distribution
+from tests.fixtures.distribution import AccessEntry, Distribution, ServedTls
 from tests.fixtures.images import ImagePusher, PushedImage
 from tests.fixtures.job_key import TEST_JOB_KEY
 from tests.fixtures.mirror import Mirror, mirror_config, upstream_entry
@@ -51,6 +51,7 @@ from tests.fixtures.oci import (
 from tests.fixtures.plugin import pusher_for
 from tests.fixtures.ports import free_port, poll_until
 from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.tls import TestPki
 
 MiB = 1024 * 1024
 REPO = "hub"  # the registry's repository key; clients ask for /v2/hub/<upstream name>/...
@@ -212,6 +213,30 @@ class Bench:
 
 
 # -- test data ------------------------------------------------------------------------------
+def upstream_for(bench: Bench, tls: bool) -> tuple[Distribution, list[str]]:
+    """The upstream Distribution, and curl's arguments for it. With `tls` it serves a test
+    CA's certificate, which the registry and Distribution's proxy (Go) trust through
+    SSL_CERT_FILE."""
+    if not tls:
+        return bench.upstream(), []
+    pki = TestPki(bench.path("pki"))
+    dist = Distribution(
+        bench.path("upstream"), tls=ServedTls(server=pki.server("upstream"), ca=pki.ca_path)
+    )
+    bench.on_exit(dist.close)
+    os.environ["SSL_CERT_FILE"] = str(pki.ca_path)
+    return dist.start(), ["--cacert", str(pki.ca_path)]
+
+
+def push_and_drop(upstream: Distribution, name: str, layers: Sequence[Layer]) -> PushedImage:
+    """Push `layers` as one image; the upstream has its copy, so their files go (disk)."""
+    image = push_image(upstream, name, "1.0", layers)
+    for layer in layers:
+        assert layer.blob.path is not None
+        layer.blob.path.unlink()
+    return image
+
+
 def write_layer(path: Path, size: int, seed: int) -> Layer:
     """An uncompressed tar layer holding /data.bin of ``size`` deterministic bytes.
 

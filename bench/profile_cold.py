@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.cold_blob import push_and_drop, start, upstream_for
+from bench.cold_blob import start
 from bench.harness import (
     Bench,
     MiB,
@@ -34,7 +34,9 @@ from bench.harness import (
     cpu_seconds_of,
     curl_parallel,
     machine_line,
+    push_and_drop,
     require,
+    upstream_for,
 )
 
 # A frame in py-spy's raw output: "function (path/to/file.py:123)".
