@@ -24,7 +24,7 @@ from .inventory import Inventory
 
 log = logging.getLogger(__name__)
 
-READS_AT_ONCE = 32
+REQUESTS_AT_ONCE = 32  # storage reads or writes in flight at once (in_batches)
 MAX_REMEMBERED_MANIFESTS = 500_000
 RECORD_SETTLED_SECS = 5.0
 
@@ -59,7 +59,7 @@ class ReferenceReader:
         return found
 
     async def read_many(self, digests: Iterable[str]) -> dict[str, References | None]:
-        return await in_batches(set(digests), self.read, READS_AT_ONCE)
+        return await in_batches(set(digests), self.read, REQUESTS_AT_ONCE)
 
     async def records(self, infos: Iterable[ObjectInfo], kind: type[R]) -> dict[str, R]:
         """The records of these objects that parse, by key."""
@@ -79,7 +79,7 @@ class ReferenceReader:
                 self._records[key] = (info.modified, info.size, record)
             return record
 
-        found = await in_batches(wanted, read, READS_AT_ONCE)
+        found = await in_batches(wanted, read, REQUESTS_AT_ONCE)
         return {key: record for key, record in found.items() if record is not None}
 
 

@@ -31,7 +31,7 @@ from .inventory import Inventory, take_inventory
 from .plan import plan_prune
 from .report import Report, human
 from .retention import RetentionJudge, Verdict
-from .state import READS_AT_ONCE, ReferenceReader, Survey, survey
+from .state import REQUESTS_AT_ONCE, ReferenceReader, Survey, survey
 from .verify import corrupt_blobs
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Lifecycle:
         await in_batches(
             later,
             lambda d: self.storage.mark_released(Digest.parse(d), later[d], now),
-            READS_AT_ONCE,
+            REQUESTS_AT_ONCE,
         )
         outcome = await execute(self.storage, inventory, collection, self.reader, check)
         return await self._done(report, seen, outcome)
@@ -153,7 +153,7 @@ class Lifecycle:
         )
         marked = [d for d in idle if d not in released and d in seen.inventory.released]
         marks = await in_batches(
-            marked, lambda d: self.storage.get_released(Digest.parse(d)), READS_AT_ONCE
+            marked, lambda d: self.storage.get_released(Digest.parse(d)), REQUESTS_AT_ONCE
         )
         reasons: dict[str, str] = {}
         for digest in idle:
